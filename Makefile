@@ -1,0 +1,108 @@
+# memstress: a Kubernetes operator and worker that fill memory in a
+# controlled way and report how pods, limits and nodes behave.
+#
+# `make help` lists the targets.  Objects go to build/<variant>/, binaries
+# to bin/ (the sanitizer variant keeps its own under build/sanitize/bin/).
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
+
+CC ?= cc
+PKGS := libcurl json-c yaml-0.1 libmicrohttpd
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+VARIANT ?= release
+ifeq ($(VARIANT),sanitize)
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+       -fno-sanitize-recover=all
+BINDIR := build/sanitize/bin
+else
+OPT := -O2 -g
+BINDIR := bin
+endif
+BUILDDIR := build/$(VARIANT)
+
+CFLAGS ?= $(OPT)
+ALL_CFLAGS = -std=c17 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -I. \
+             -DMEMSTRESS_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(OPT) -pthread $(LDFLAGS)
+
+KUBE_SRCS := $(sort $(wildcard kube/*.c))
+WORKER_SRCS := $(sort $(wildcard worker/*.c))
+CONTROLLER_SRCS := $(sort $(wildcard controller/*.c))
+UNIT_SRCS := $(sort $(wildcard test/unit/test_*.c))
+
+KUBE_OBJS := $(KUBE_SRCS:%.c=$(BUILDDIR)/%.o)
+WORKER_OBJS := $(WORKER_SRCS:%.c=$(BUILDDIR)/%.o)
+WORKER_LIB_OBJS := $(filter-out $(BUILDDIR)/worker/main.o,$(WORKER_OBJS))
+CONTROLLER_OBJS := $(CONTROLLER_SRCS:%.c=$(BUILDDIR)/%.o)
+CONTROLLER_LIB_OBJS := $(filter-out $(BUILDDIR)/controller/main.o,$(CONTROLLER_OBJS))
+UNIT_BINS := $(UNIT_SRCS:test/unit/%.c=$(BUILDDIR)/test/%)
+
+PROGRAMS := $(BINDIR)/memstress-worker
+ifneq ($(CONTROLLER_SRCS),)
+PROGRAMS += $(BINDIR)/memstress-controller
+endif
+
+.DEFAULT_GOAL := all
+.PHONY: all help deps test test-build test-unit test-sanitize bench format \
+        lint clean
+
+all: $(PROGRAMS) ## Build bin/memstress-worker (and the controller when present)
+
+help: ## List the targets with one line each
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	    awk -F':.*## ' '{ printf "  %-16s %s\n", $$1, $$2 }'
+
+deps: ## Install the Debian packages the build and the tests need
+	@hack/deps.sh
+
+$(BUILDDIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILDDIR)/libkube.a: $(KUBE_OBJS)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BINDIR)/memstress-worker: $(WORKER_OBJS) $(BUILDDIR)/libkube.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BINDIR)/memstress-controller: $(CONTROLLER_OBJS) $(BUILDDIR)/libkube.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+# Each unit test links the module objects of both binaries except main().
+$(BUILDDIR)/test/%: test/unit/%.c $(WORKER_LIB_OBJS) $(CONTROLLER_LIB_OBJS) \
+                    $(BUILDDIR)/libkube.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lm
+
+test-build: $(PROGRAMS) $(UNIT_BINS)
+
+test: deps ## Install dependencies, build, and run every suite (also under ASan/UBSan)
+	@$(MAKE) --no-print-directory test-build
+	@$(MAKE) --no-print-directory VARIANT=sanitize test-build
+	@test/run.sh
+
+test-unit: test-build ## Run only the cmocka unit tests
+	@test/run.sh unit
+
+bench: deps all ## Print the benchmark figures, with stress-ng as the peer
+	@test/bench/run.sh
+
+format: ## Rewrite the C sources with clang-format
+	clang-format -i $(KUBE_SRCS) $(WORKER_SRCS) $(CONTROLLER_SRCS) \
+	    $(UNIT_SRCS) $(wildcard */*.h test/bench/*.c)
+
+lint: ## Check formatting and run clang-tidy on the C sources
+	clang-format --dry-run --Werror $(KUBE_SRCS) $(WORKER_SRCS) \
+	    $(CONTROLLER_SRCS) $(UNIT_SRCS) $(wildcard */*.h test/bench/*.c)
+	clang-tidy --quiet $(KUBE_SRCS) $(WORKER_SRCS) $(CONTROLLER_SRCS) -- \
+	    -std=c17 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+
+clean: ## Remove build/ and bin/
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)
