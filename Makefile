@@ -105,4 +105,16 @@ lint: ## Check formatting and run clang-tidy on the C sources
 clean: ## Remove build/ and bin/
 	rm -rf build bin
 
+# Local Kubernetes control plane for the cluster tests, all on 127.0.0.1.
+.PHONY: kube-bins local-up local-down
+
+kube-bins: ## Build etcd and the Kubernetes binaries into ~/.cache/memstress (cached)
+	@hack/build-kube.sh
+
+local-up: ## Start etcd, kube-apiserver, controller-manager, scheduler; see .local/
+	@hack/local-up.sh
+
+local-down: ## Stop the processes that local-up started
+	@hack/local-down.sh
+
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -3,7 +3,6 @@
  * with a single write(2), so lines from several threads never interleave.
  * Lines longer than the buffer are cut and end with "...".
  */
-#define _GNU_SOURCE
 #include "klog.h"
 
 #include <errno.h>

@@ -1,0 +1,289 @@
+/*
+ * memstress-worker: fills memory with the tree stress engine and serves the
+ * HTTP API that starts, stops and reports tests.
+ *
+ * The listening socket is opened here rather than by libmicrohttpd so that a
+ * bind failure is reported with its errno and address, and so that port 0
+ * works: the chosen port is logged.  SIGTERM and SIGINT are taken with
+ * sigwait() in the main thread, which then stops the test and the server.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "kube/klog.h"
+#include "worker/api.h"
+#include "worker/engine.h"
+#include "worker/trim.h"
+
+struct options {
+    const char *listen;
+    const char *cgroup_root;
+    size_t log_capacity;
+    unsigned threads;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: memstress-worker [OPTIONS]\n"
+            "\n"
+            "Fills memory with a binary search tree and serves an HTTP API\n"
+            "to start, stop and observe memory stress tests.\n"
+            "\n"
+            "Options:\n"
+            "  --listen ADDR:PORT    address to serve on (default "
+            "0.0.0.0:8080;\n"
+            "                        [::1]:8080 for IPv6, port 0 picks one)\n"
+            "  --log-format FORMAT   text (default) or json\n"
+            "  -v, --v LEVEL         log verbosity, 0-5 (default 2)\n"
+            "  --cgroup-root DIR     cgroup file system root (default "
+            "/sys/fs/cgroup)\n"
+            "  --log-capacity N      test log entries kept (default 1000)\n"
+            "  --threads N           HTTP request threads (default 4)\n"
+            "  --help                print this help and exit\n"
+            "  --version             print the version and exit\n");
+}
+
+static int parse_size(const char *text, size_t min, size_t max, size_t *out)
+{
+    char *end;
+    unsigned long long value;
+
+    errno = 0;
+    value = strtoull(text, &end, 10);
+    if (errno || *end || end == text || value < min || value > max)
+        return -EINVAL;
+    *out = value;
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    static const struct option long_options[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"log-format", required_argument, NULL, 'f'},
+        {"v", required_argument, NULL, 'v'},
+        {"cgroup-root", required_argument, NULL, 'c'},
+        {"log-capacity", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    enum klog_format format;
+    size_t value;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "v:", long_options, NULL)) != -1) {
+        switch (opt) {
+        case 'l':
+            o->listen = optarg;
+            break;
+        case 'f':
+            if (klog_parse_format(optarg, &format) < 0) {
+                fprintf(stderr, "memstress-worker: invalid --log-format "
+                                "\"%s\": use text or json\n",
+                        optarg);
+                return 2;
+            }
+            klog_set_format(format);
+            break;
+        case 'v':
+            if (parse_size(optarg, 0, 10, &value) < 0) {
+                fprintf(stderr,
+                        "memstress-worker: invalid -v \"%s\": use 0-10\n",
+                        optarg);
+                return 2;
+            }
+            klog_set_verbosity((int)value);
+            break;
+        case 'c':
+            o->cgroup_root = optarg;
+            break;
+        case 'n':
+            if (parse_size(optarg, 10, 1000000, &o->log_capacity) < 0) {
+                fprintf(stderr,
+                        "memstress-worker: invalid --log-capacity \"%s\": "
+                        "use 10-1000000\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            if (parse_size(optarg, 1, 64, &value) < 0) {
+                fprintf(stderr,
+                        "memstress-worker: invalid --threads \"%s\": use "
+                        "1-64\n",
+                        optarg);
+                return 2;
+            }
+            o->threads = (unsigned)value;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("memstress-worker %s\n", MEMSTRESS_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "memstress-worker: unexpected argument \"%s\"\n",
+                argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+/* Splits "ADDR:PORT", "[V6]:PORT" or ":PORT" into host and port. */
+static int split_listen(const char *listen, char *host, size_t host_size,
+                        char *port, size_t port_size)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t host_len;
+
+    if (!colon || colon[1] == '\0')
+        return -EINVAL;
+    host_len = (size_t)(colon - listen);
+    if (listen[0] == '[') {
+        if (host_len < 2 || listen[host_len - 1] != ']')
+            return -EINVAL;
+        listen++;
+        host_len -= 2;
+    }
+    if (host_len >= host_size || strlen(colon + 1) >= port_size)
+        return -EINVAL;
+    memcpy(host, listen, host_len);
+    host[host_len] = '\0';
+    snprintf(port, port_size, "%s", colon + 1);
+    return 0;
+}
+
+/* Opens a non-blocking listening socket; returns the fd or -1 (logged). */
+static int open_listener(const char *listen_addr)
+{
+    char host[256], port[16], where[300];
+    struct addrinfo hints = {0}, *res = NULL;
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof(bound);
+    int fd = -1, one = 1, ret;
+
+    if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) <
+        0) {
+        KLOG_ERROR("Invalid listen address", "expected ADDR:PORT", "listen",
+                   listen_addr, NULL);
+        return -1;
+    }
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+    ret = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (ret != 0) {
+        KLOG_ERROR("Invalid listen address", gai_strerror(ret), "listen",
+                   listen_addr, NULL);
+        return -1;
+    }
+
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                0);
+    if (fd < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
+        KLOG_ERROR("Failed to listen", strerror(errno), "listen", listen_addr,
+                   NULL);
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+
+    getsockname(fd, (struct sockaddr *)&bound, &bound_len);
+    getnameinfo((struct sockaddr *)&bound, bound_len, host, sizeof(host), port,
+                sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(where, sizeof(where), strchr(host, ':') ? "[%s]:%s" : "%s:%s",
+             host, port);
+    KLOG_INFO(0, "Started HTTP server", "address", where, "version",
+              MEMSTRESS_VERSION, NULL);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {
+        .listen = "0.0.0.0:8080",
+        .cgroup_root = "/sys/fs/cgroup",
+        .log_capacity = 1000,
+        .threads = 4,
+    };
+    struct engine_options engine_options;
+    struct engine engine;
+    struct api api = {0};
+    sigset_t signals;
+    int ret, fd, sig = 0;
+
+    ret = parse_options(argc, argv, &o);
+    if (ret >= 0)
+        return ret;
+
+    /* Blocked before any thread starts, so only sigwait() receives them. */
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    engine_options = (struct engine_options){
+        .cgroup_root = o.cgroup_root,
+        .proc_cgroup = "/proc/self/cgroup",
+        .meminfo = "/proc/meminfo",
+        .log_capacity = o.log_capacity,
+    };
+    ret = engine_init(&engine, &engine_options);
+    if (ret < 0) {
+        KLOG_ERROR("Failed to start the engine", strerror(-ret), "meminfo",
+                   engine_options.meminfo, NULL);
+        return 1;
+    }
+
+    fd = open_listener(o.listen);
+    if (fd < 0) {
+        engine_release(&engine);
+        return 1;
+    }
+    if (api_start(&api, &engine, fd, o.threads) < 0) {
+        KLOG_ERROR("Failed to start the HTTP server", NULL, "listen",
+                   o.listen, NULL);
+        close(fd);
+        engine_release(&engine);
+        return 1;
+    }
+
+    char trimmed[32];
+    snprintf(trimmed, sizeof(trimmed), "%llu",
+             (unsigned long long)(trim_library_pages() >> 10));
+    KLOG_INFO(4, "Dropped start-up library pages", "kib", trimmed, NULL);
+
+    while (sigwait(&signals, &sig) != 0)
+        ;
+    KLOG_INFO(0, "Received signal, shutting down", "signal", strsignal(sig),
+              NULL);
+    api_stop(&api);
+    close(fd);
+    engine_release(&engine);
+    KLOG_INFO(2, "Stopped", NULL);
+    return 0;
+}
