@@ -1,7 +1,7 @@
 /*
- * Request parsing with json-c.  The tokener is run over the exact body
- * length, and trailing bytes after the object are an error, so "{}garbage"
- * is not silently accepted.
+ * Request parsing with json-c.  The tokener runs in strict mode over the
+ * exact body length, so trailing bytes after the object ("{}garbage"),
+ * single quotes and NaN are all malformed JSON, not silently accepted.
  */
 #include "worker/config.h"
 
@@ -186,19 +186,7 @@ int config_parse(const char *body, size_t len, struct stress_config *config,
         goto out_free_tok;
     }
 
-    size_t end = json_tokener_get_parse_end(tok);
-    while (end < len && strchr(" \t\r\n", body[end]) && body[end] != '\0')
-        end++;
-    if (end < len) {
-        ret = set_error(err, "",
-                        "malformed JSON: unexpected data after the object at "
-                        "byte %zu",
-                        end);
-        goto out_put_root;
-    }
     ret = parse_object(root, config, err);
-
-out_put_root:
     json_object_put(root);
 out_free_tok:
     json_tokener_free(tok);

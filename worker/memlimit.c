@@ -110,8 +110,8 @@ static bool find_cgroup_path(char *content, char *path, size_t size,
 
         if (!cgroup)
             continue;
+        *controllers++ = '\0';
         *cgroup++ = '\0';
-        controllers++;
         if (*controllers == '\0' && strcmp(line, "0") == 0) {
             snprintf(path, size, "%s", cgroup);
             found_v2 = true;
