@@ -20,8 +20,8 @@
 #include "kube/auth.h"
 #include "kube/kubeconfig.h"
 
-#define FIXTURES "test/unit/fixtures/kube"
-#define KUBECONFIG FIXTURES "/kubeconfig.yaml"
+#define FIXTURES     "test/unit/fixtures/kube"
+#define KUBECONFIG   FIXTURES "/kubeconfig.yaml"
 #define BAD_CONTEXTS FIXTURES "/bad-contexts.yaml"
 
 static char err[KUBECONFIG_ERROR_SIZE];
@@ -224,9 +224,9 @@ static void exec_credential_parse_errors(void **state)
     time_t expiry;
 
     (void)state;
-    assert_int_equal(auth_parse_exec_credential("{}", &creds, &expiry, err,
-                                                sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(
+        auth_parse_exec_credential("{}", &creds, &expiry, err, sizeof(err)),
+        -EINVAL);
     assert_string_equal(
         err, "exec plugin output is not an ExecCredential with a status");
     assert_int_equal(auth_parse_exec_credential("{\"status\":{}}", &creds,
@@ -246,7 +246,7 @@ static void exec_credential_parse_errors(void **state)
                                    "\"2024-05-01T10:00:00.5-02:00\"}}",
                                    &creds, &expiry, err, sizeof(err)),
         0);
-    assert_int_equal(expiry, 1714572000);
+    assert_int_equal(expiry, 1714564800);
     auth_credentials_release(&creds);
 }
 
@@ -303,8 +303,9 @@ static void in_cluster_service_account(void **state)
     (void)state;
     assert_non_null(mkdtemp(dir));
     write_file(dir, "token", "sa-token\n");
-    write_file(dir, "ca.crt", "-----BEGIN CERTIFICATE-----\nQQ==\n"
-                              "-----END CERTIFICATE-----\n");
+    write_file(dir, "ca.crt",
+               "-----BEGIN CERTIFICATE-----\nQQ==\n"
+               "-----END CERTIFICATE-----\n");
     write_file(dir, "namespace", "memstress-system");
     setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
     setenv("KUBERNETES_SERVICE_PORT", "26443", 1);
@@ -392,6 +393,12 @@ static void unreadable_ca_message(void **state)
                              "\"not-pem-ca\" (context \"not-pem-ca\") in "
                              "kubeconfig " BAD_CONTEXTS ": no PEM block found");
 
+    load_fails(BAD_CONTEXTS, "directory-ca", -EISDIR);
+    assert_string_equal(err, "failed to read certificate-authority " FIXTURES
+                             "/. of cluster \"directory-ca\" (context "
+                             "\"directory-ca\") in kubeconfig " BAD_CONTEXTS
+                             ": Is a directory");
+
     load_fails(BAD_CONTEXTS, "bad-base64", -EINVAL);
     assert_string_equal(err, "invalid base64 in certificate-authority-data "
                              "of cluster \"bad-base64\" (context "
@@ -433,7 +440,7 @@ static void garbage_yaml_message(void **state)
     (void)state;
     load_fails(FIXTURES "/garbage.yaml", NULL, -EINVAL);
     assert_string_equal(err, "invalid YAML in kubeconfig " FIXTURES
-                             "/garbage.yaml at line 5 column 5: found "
+                             "/garbage.yaml at line 6 column 1: found "
                              "unexpected end of stream");
 }
 
@@ -457,8 +464,9 @@ static void unknown_cluster_message(void **state)
 {
     (void)state;
     load_fails(BAD_CONTEXTS, "unknown-cluster", -ENOENT);
-    assert_string_equal(err, "cluster \"nowhere\" of context "
-                             "\"unknown-cluster\" not found in kubeconfig " BAD_CONTEXTS);
+    assert_string_equal(
+        err, "cluster \"nowhere\" of context "
+             "\"unknown-cluster\" not found in kubeconfig " BAD_CONTEXTS);
 }
 
 static void cert_without_key_message(void **state)
