@@ -153,6 +153,26 @@ static int parse_object(struct json_object *root, struct stress_config *c,
     return 0;
 }
 
+/*
+ * Returns the offset of a single quote outside any double-quoted string, or
+ * -1.  json-c accepts 'single-quoted' strings even in strict mode, but they
+ * are not JSON, and a client sending them has a bug worth reporting.
+ */
+static long find_single_quote(const char *body, size_t len)
+{
+    bool in_string = false;
+
+    for (size_t i = 0; i < len; i++) {
+        if (in_string && body[i] == '\\')
+            i++;
+        else if (body[i] == '"')
+            in_string = !in_string;
+        else if (!in_string && body[i] == '\'')
+            return (long)i;
+    }
+    return -1;
+}
+
 int config_parse(const char *body, size_t len, struct stress_config *config,
                  struct config_error *err)
 {
@@ -168,6 +188,13 @@ int config_parse(const char *body, size_t len, struct stress_config *config,
                          "{\"memory_mb\": 256}");
     if (len > INT32_MAX)
         return set_error(err, "", "request body is too large");
+
+    long quote = find_single_quote(body, len);
+    if (quote >= 0)
+        return set_error(err, "",
+                         "malformed JSON at byte %ld: strings need double "
+                         "quotes",
+                         quote);
 
     tok = json_tokener_new();
     if (!tok)

@@ -120,7 +120,8 @@ static void bad_requests_name_the_field(void **state)
          "true or false"},
         {"{\"memory_mb\": 100, \"memroy_mb\": 5}", "memroy_mb",
          "unknown field"},
-        {"{\"memory_mb\": NaN}", "", "malformed JSON"},
+        {"{\"memory_mb\": NaN}", "memory_mb", "must be an integer"},
+        {"{\"memory_percent\": NaN}", "memory_percent", "between 1 and 95"},
         {"{'memory_mb': 100}", "", "malformed JSON"},
     };
 
