@@ -22,6 +22,12 @@ k() {
     "$kubectl" --kubeconfig "$kubeconfig" "$@"
 }
 
+# Runs kubectl with its output discarded, for checks that need only the
+# exit status.
+k_quiet() {
+    k "$@" >/dev/null 2>&1
+}
+
 # Polls COMMAND every half second until it succeeds or TIMEOUT seconds pass.
 wait_until() {
     local timeout=$1 deadline=$((SECONDS + $1))
@@ -95,15 +101,15 @@ done
 
 # --- service accounts and TokenRequest --------------------------------------
 check_true "namespace created" "kubectl create namespace $namespace failed" \
-    k create namespace "$namespace"
+    k_quiet create namespace "$namespace"
 check_true "default service account appears" \
     "the serviceaccount controller created no 'default' ServiceAccount within 30s" \
-    wait_until 30 k -n "$namespace" get serviceaccount default
+    wait_until 30 k_quiet -n "$namespace" get serviceaccount default
 check_true "root CA ConfigMap appears" \
     "no kube-root-ca.crt ConfigMap in $namespace within 30s" \
-    wait_until 30 k -n "$namespace" get configmap kube-root-ca.crt
+    wait_until 30 k_quiet -n "$namespace" get configmap kube-root-ca.crt
 check_true "service account created" "kubectl create serviceaccount failed" \
-    k -n "$namespace" create serviceaccount tester
+    k_quiet -n "$namespace" create serviceaccount tester
 token=$(k -n "$namespace" create token tester --duration=10m 2>&1 || true)
 check_match "TokenRequest returns a JWT" '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' "$token"
 
@@ -133,7 +139,7 @@ data:
   role: dependent
 EOF
 check_true "dependent created" "ConfigMap dependent not found after apply" \
-    k -n "$namespace" get configmap dependent
+    k_quiet -n "$namespace" get configmap dependent
 k -n "$namespace" delete configmap owner --wait=true >/dev/null
 check_true "garbage collector deletes dependent" \
     "ConfigMap dependent still exists 60s after its owner was deleted" \
@@ -152,7 +158,7 @@ check_true "old apiserver stopped" "PID $apiserver_before still runs kube-apiser
 check_eq "etcd PID unchanged by restart" "$etcd_before" "$(pid_of etcd)"
 check_eq "readyz ok after restart" ok "$(readyz)"
 check_true "state survives restart" "ServiceAccount tester missing after the restart" \
-    k -n "$namespace" get serviceaccount tester
+    k_quiet -n "$namespace" get serviceaccount tester
 
 # --- namespace deletion -----------------------------------------------------
 k delete namespace "$namespace" --wait=false >/dev/null
