@@ -67,8 +67,18 @@ struct transfer {
     size_t cap;
     int callback_rc; /* why a callback aborted the transfer */
     long retry_after_s;
+    double last_data_at;   /* monotonic seconds when bytes last arrived */
+    curl_off_t last_dlnow; /* body bytes received by then */
     char curl_error[CURL_ERROR_SIZE];
 };
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 
@@ -294,11 +304,25 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow,
     struct transfer *t = user;
 
     (void)dltotal;
-    (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    if (t->stream && t->stream->stop && atomic_load(t->stream->stop)) {
+    if (!t->stream)
+        return 0;
+    if (t->stream->stop && atomic_load(t->stream->stop)) {
         t->callback_rc = -ECANCELED;
+        return 1;
+    }
+    /*
+     * curl calls this at least once a second.  CURLOPT_LOW_SPEED_TIME is not
+     * used for the idle deadline because it averages over several seconds,
+     * so a burst of data postpones the failure well past the deadline.
+     */
+    if (dlnow != t->last_dlnow) {
+        t->last_dlnow = dlnow;
+        t->last_data_at = now_seconds();
+    } else if (t->stream->idle_timeout_s > 0 &&
+               now_seconds() - t->last_data_at > t->stream->idle_timeout_s) {
+        t->callback_rc = -ETIMEDOUT;
         return 1;
     }
     return 0;
@@ -370,11 +394,8 @@ static void setup_timeouts(struct kube_client *client, struct transfer *t)
         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, client->opts.timeout_ms);
     } else {
         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, t->stream->timeout_ms);
-        if (t->stream->idle_timeout_s > 0) {
-            curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-            curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
-                             t->stream->idle_timeout_s);
-        }
+        t->last_data_at = now_seconds();
+        t->last_dlnow = 0;
     }
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, (long)KEEPALIVE_IDLE_S);
@@ -498,12 +519,22 @@ static int transport_error(struct kube_client *client, struct transfer *t,
                            CURLcode code, struct kube_response *resp)
 {
     int rc = t->callback_rc ? t->callback_rc : errno_for_curl(code);
+    char reason[CURL_ERROR_SIZE + 64];
 
+    if (t->callback_rc == -ECANCELED)
+        snprintf(reason, sizeof(reason), "stopped");
+    else if (t->callback_rc == -ETIMEDOUT)
+        snprintf(reason, sizeof(reason), "no data received for %ld s",
+                 t->stream->idle_timeout_s);
+    else if (t->callback_rc < 0)
+        snprintf(reason, sizeof(reason), "%s", strerror(-t->callback_rc));
+    else if (t->callback_rc > 0)
+        snprintf(reason, sizeof(reason), "ended by the data callback");
+    else
+        snprintf(reason, sizeof(reason), "%s",
+                 t->curl_error[0] ? t->curl_error : curl_easy_strerror(code));
     if (asprintf(&resp->message, "%s %s%s failed: %s", t->method,
-                 client->cfg.server, t->path,
-                 t->callback_rc == -ECANCELED ? "stopped"
-                 : t->curl_error[0]           ? t->curl_error
-                                              : curl_easy_strerror(code)) < 0)
+                 client->cfg.server, t->path, reason) < 0)
         resp->message = NULL;
     return rc;
 }
