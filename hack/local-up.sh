@@ -37,8 +37,9 @@ die() {
 
 # --- settings -------------------------------------------------------------
 
-# Loads the ports. While any component is alive, the settings it was started
-# with win over the environment, so health checks aim at the running ports.
+# Sets the ports, the service CIDR and the controller list. While any
+# component is alive, the values saved when it started take precedence over
+# the environment, so health checks reach the running processes.
 load_settings() {
     local name
     if [[ -f "$settings_file" ]]; then
@@ -377,16 +378,25 @@ component_port_variable() {
     esac
 }
 
+# Checks the ports of every component that is not running yet, so a clash
+# is reported before anything starts.
+ensure_ports_free() {
+    local name port variable
+    for name in "${components[@]}"; do
+        component_alive "$name" && continue
+        read -r port variable <<<"$(component_port_variable "$name")"
+        ensure_port_free "$port" "$variable"
+        [[ "$name" != etcd ]] || ensure_port_free "$etcd_peer_port" MEMSTRESS_ETCD_PEER_PORT
+    done
+}
+
 # Starts one component unless it is already running, then waits for it.
 ensure_component() {
-    local name=$1 port variable
+    local name=$1
     if component_alive "$name"; then
         log "$name is already running (PID $(component_pid "$name"))"
     else
         rm -f "$pid_dir/$name.pid"
-        read -r port variable <<<"$(component_port_variable "$name")"
-        ensure_port_free "$port" "$variable"
-        [[ "$name" != etcd ]] || ensure_port_free "$etcd_peer_port" MEMSTRESS_ETCD_PEER_PORT
         local -a argv
         component_args "$name"
         start_process "$name" "${argv[@]}"
@@ -413,6 +423,7 @@ command_up() {
     write_kubeconfig "$local_dir/kube-controller-manager.kubeconfig" kube-controller-manager
     write_kubeconfig "$local_dir/kube-scheduler.kubeconfig" kube-scheduler
     ln -sfn "$bin_dir/kubectl" "$local_dir/bin/kubectl"
+    ensure_ports_free
     for name in "${components[@]}"; do
         ensure_component "$name"
     done

@@ -5,7 +5,8 @@
 # namespace deletion, an apiserver restart that keeps the etcd state, and a
 # local-down that leaves none of its PIDs alive.
 #
-# The first run builds the binaries (hack/build-kube.sh, tens of minutes).
+# The first run on a machine builds the binaries with hack/build-kube.sh,
+# which takes minutes.
 # The suite stops the cluster near its end, then starts it again only when
 # it was running before the suite began, so it leaves the cluster as found.
 set -euo pipefail
