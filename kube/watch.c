@@ -188,7 +188,7 @@ static int on_watch_event(struct json_object *event, void *user)
     if (strcmp(type, "ERROR") == 0) {
         w->event_rc = status_code(obj) == 410 ? EVENT_RC_EXPIRED : -EIO;
         KLOG_INFO(2, "Received watch error event", "path", w->opts.path,
-                  "status", json_object_to_json_string(obj), NULL);
+                  "status", kube_json_string(obj), NULL);
         return w->event_rc;
     }
     rc = set_resource_version(w, resource_version_of(obj));
@@ -466,8 +466,7 @@ int watch_run(struct watch *w)
                 continue;
             }
             if (rc == -ESTALE) {
-                KLOG_INFO(2, "Relisted after the watch expired", "path",
-                          w->opts.path, NULL);
+                KLOG_INFO(2, "Watch expired", "path", w->opts.path, NULL);
                 need_list = true;
                 continue;
             }
