@@ -47,6 +47,9 @@ load_settings() {
             if component_alive "$name"; then
                 # shellcheck source=/dev/null
                 source "$settings_file"
+                if env | grep -q '^MEMSTRESS_.*_PORT='; then
+                    log "note: using the ports in $settings_file because $name is running; MEMSTRESS_*_PORT settings apply after hack/local-down.sh"
+                fi
                 return
             fi
         done
@@ -65,15 +68,11 @@ load_settings() {
 }
 
 save_settings() {
-    cat >"$settings_file" <<EOF
-etcd_client_port=$etcd_client_port
-etcd_peer_port=$etcd_peer_port
-apiserver_port=$apiserver_port
-controller_manager_port=$controller_manager_port
-scheduler_port=$scheduler_port
-service_cidr=$service_cidr
-controllers=$controllers
-EOF
+    local variable
+    for variable in etcd_client_port etcd_peer_port apiserver_port \
+        controller_manager_port scheduler_port service_cidr controllers; do
+        printf '%s=%q\n' "$variable" "${!variable}"
+    done >"$settings_file"
 }
 
 # --- processes ------------------------------------------------------------
@@ -105,9 +104,10 @@ ensure_port_free() {
     fi
 }
 
-# Starts a binary detached from this shell, records its PID and logs to
-# .local/logs/NAME.log. setsid runs the program in the same process, so the
-# recorded PID is the component's own.
+# Starts a binary in a new session, records its PID and logs to
+# .local/logs/NAME.log. A background job of a script without job control is
+# not a process-group leader, so setsid calls setsid(2) and execs the program
+# without forking, and $! is the component's own PID.
 start_process() {
     local name=$1
     shift
@@ -467,6 +467,7 @@ command_status() {
 
 command_env() {
     printf 'export KUBECONFIG=%q\n' "$local_dir/kubeconfig"
+    # shellcheck disable=SC2016 # $PATH expands where the output is eval'ed
     printf 'export PATH=%q:"$PATH"\n' "$local_dir/bin"
 }
 

@@ -17,21 +17,22 @@ kubeconfig=.local/kubeconfig
 kubectl=.local/bin/kubectl
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 namespace=memstress-cluster-test-$$
+# shellcheck disable=SC2016 # the pattern matches a literal ${...}
 pinned_version=$(sed -n 's/^KUBE_VERSION=\${KUBE_VERSION:-\(v[0-9.]*\)}$/\1/p' hack/build-kube.sh)
 
-k() {
+kubectl_admin() {
     "$kubectl" --kubeconfig "$kubeconfig" "$@"
 }
 
 # Runs kubectl with its output discarded, for checks that need only the
 # exit status.
-k_quiet() {
-    k "$@" >/dev/null 2>&1
+kubectl_quiet() {
+    kubectl_admin "$@" >/dev/null 2>&1
 }
 
 # Polls COMMAND every half second until it succeeds or TIMEOUT seconds pass.
 wait_until() {
-    local timeout=$1 deadline=$((SECONDS + $1))
+    local deadline=$((SECONDS + $1))
     shift
     while ((SECONDS < deadline)); do
         "$@" >/dev/null 2>&1 && return 0
@@ -56,11 +57,11 @@ pid_gone() {
 }
 
 readyz() {
-    k get --raw /readyz 2>&1 || true
+    kubectl_admin get --raw /readyz 2>&1 || true
 }
 
 object_missing() {
-    ! k get "$@" >/dev/null 2>&1
+    ! kubectl_admin get "$@" >/dev/null 2>&1
 }
 
 was_running=false
@@ -83,7 +84,7 @@ check_eq "readyz is ok" ok "$(readyz)"
 
 # --- version ----------------------------------------------------------------
 check_match "pinned version found in build-kube.sh" '^v1\.[0-9]+\.[0-9]+$' "$pinned_version"
-version_json=$(k version -o json 2>/dev/null || true)
+version_json=$(kubectl_admin version -o json 2>/dev/null || true)
 check_eq "server version is pinned" "$pinned_version" \
     "$(jq -r '.serverVersion.gitVersion' <<<"$version_json" 2>/dev/null)"
 check_eq "kubectl version is pinned" "$pinned_version" \
@@ -102,31 +103,31 @@ done
 
 # --- service accounts and TokenRequest --------------------------------------
 check_true "namespace created" "kubectl create namespace $namespace failed" \
-    k_quiet create namespace "$namespace"
+    kubectl_quiet create namespace "$namespace"
 check_true "default service account appears" \
     "the serviceaccount controller created no 'default' ServiceAccount within 30s" \
-    wait_until 30 k_quiet -n "$namespace" get serviceaccount default
+    wait_until 30 kubectl_quiet -n "$namespace" get serviceaccount default
 check_true "root CA ConfigMap appears" \
     "no kube-root-ca.crt ConfigMap in $namespace within 30s" \
-    wait_until 30 k_quiet -n "$namespace" get configmap kube-root-ca.crt
+    wait_until 30 kubectl_quiet -n "$namespace" get configmap kube-root-ca.crt
 check_true "service account created" "kubectl create serviceaccount failed" \
-    k_quiet -n "$namespace" create serviceaccount tester
-token=$(k -n "$namespace" create token tester --duration=10m 2>&1 || true)
+    kubectl_quiet -n "$namespace" create serviceaccount tester
+token=$(kubectl_admin -n "$namespace" create token tester --duration=10m 2>&1 || true)
 check_match "TokenRequest returns a JWT" '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' "$token"
 
 # The token alone, without the admin certificate, must authenticate as the
 # service account.
-server=$(k config view -o jsonpath='{.clusters[0].cluster.server}')
+server=$(kubectl_admin config view -o jsonpath='{.clusters[0].cluster.server}' || true)
 whoami=$("$kubectl" --kubeconfig /dev/null --server "$server" \
     --certificate-authority .local/pki/ca.crt --token "$token" \
     auth whoami -o jsonpath='{.status.userInfo.username}' 2>&1 || true)
 check_eq "token authenticates as tester" "system:serviceaccount:$namespace:tester" "$whoami"
 
 # --- garbage collection -----------------------------------------------------
-k -n "$namespace" create configmap owner --from-literal=role=owner >/dev/null
-owner_uid=$(k -n "$namespace" get configmap owner -o jsonpath='{.metadata.uid}')
+kubectl_admin -n "$namespace" create configmap owner --from-literal=role=owner >/dev/null || true
+owner_uid=$(kubectl_admin -n "$namespace" get configmap owner -o jsonpath='{.metadata.uid}' || true)
 check_match "owner has a UID" '^[0-9a-f-]{36}$' "$owner_uid"
-k -n "$namespace" apply -f - >/dev/null <<EOF
+kubectl_admin -n "$namespace" apply -f - >/dev/null <<EOF || true
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -140,8 +141,8 @@ data:
   role: dependent
 EOF
 check_true "dependent created" "ConfigMap dependent not found after apply" \
-    k_quiet -n "$namespace" get configmap dependent
-k -n "$namespace" delete configmap owner --wait=true >/dev/null
+    kubectl_quiet -n "$namespace" get configmap dependent
+kubectl_admin -n "$namespace" delete configmap owner --wait=true >/dev/null || true
 check_true "garbage collector deletes dependent" \
     "ConfigMap dependent still exists 60s after its owner was deleted" \
     wait_until 60 object_missing -n "$namespace" configmap dependent
@@ -159,10 +160,10 @@ check_true "old apiserver stopped" "PID $apiserver_before still runs kube-apiser
 check_eq "etcd PID unchanged by restart" "$etcd_before" "$(pid_of etcd)"
 check_eq "readyz ok after restart" ok "$(readyz)"
 check_true "state survives restart" "ServiceAccount tester missing after the restart" \
-    k_quiet -n "$namespace" get serviceaccount tester
+    kubectl_quiet -n "$namespace" get serviceaccount tester
 
 # --- namespace deletion -----------------------------------------------------
-k delete namespace "$namespace" --wait=false >/dev/null
+kubectl_admin delete namespace "$namespace" --wait=false >/dev/null || true
 check_true "namespace controller removes namespace" \
     "namespace $namespace still exists 90s after deletion" \
     wait_until 90 object_missing namespace "$namespace"
