@@ -4,7 +4,7 @@
 # `make help` lists the targets.  Objects go to build/<variant>/, binaries
 # to bin/ (the sanitizer variant keeps its own under build/sanitize/bin/).
 
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
+VERSION ?= $(shell cat VERSION)
 
 CC ?= cc
 PKGS := libcurl json-c yaml-0.1 libmicrohttpd
@@ -57,7 +57,7 @@ help: ## List the targets with one line each
 deps: ## Install the Debian packages the build and the tests need
 	@hack/deps.sh
 
-$(BUILDDIR)/%.o: %.c
+$(BUILDDIR)/%.o: %.c VERSION
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
@@ -89,7 +89,14 @@ test: deps ## Install dependencies, build, and run every suite (also under ASan/
 test-unit: test-build ## Run only the cmocka unit tests
 	@test/run.sh unit
 
-bench: deps all ## Print the benchmark figures, with stress-ng as the peer
+BENCH_TOOLS := $(BUILDDIR)/bench/probe $(BUILDDIR)/bench/rsswait
+
+$(BUILDDIR)/bench/%: test/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -o $@ $<
+
+bench: deps ## Print the benchmark figures, with stress-ng as the peer
+	@$(MAKE) --no-print-directory all $(BENCH_TOOLS)
 	@test/bench/run.sh
 
 format: ## Rewrite the C sources with clang-format

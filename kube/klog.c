@@ -165,8 +165,7 @@ static void emit(char severity, const char *file, int line, int level,
         ;
 }
 
-void klog_info(int level, const char *file, int line, const char *message,
-               ...)
+void klog_info(int level, const char *file, int line, const char *message, ...)
 {
     va_list pairs;
 

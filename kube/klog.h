@@ -33,14 +33,13 @@ bool klog_enabled(int level);
  * Writes one info line to stderr when level <= the verbosity.  The variadic
  * part is key, value, key, value, ..., NULL; a NULL value prints as "<nil>".
  */
-void klog_info(int level, const char *file, int line, const char *message,
-               ...);
+void klog_info(int level, const char *file, int line, const char *message, ...);
 
 /* Writes one error line; err may be NULL. Same pairs as klog_info(). */
 void klog_error(const char *file, int line, const char *message,
                 const char *err, ...);
 
 #define KLOG_INFO(level, ...) klog_info(level, __FILE__, __LINE__, __VA_ARGS__)
-#define KLOG_ERROR(...) klog_error(__FILE__, __LINE__, __VA_ARGS__)
+#define KLOG_ERROR(...)       klog_error(__FILE__, __LINE__, __VA_ARGS__)
 
 #endif

@@ -80,14 +80,14 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status,
     return ret;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *conn,
-                                  unsigned status, const char *field,
-                                  const char *allow, const char *fmt, ...)
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status,
+                                  const char *field, const char *allow,
+                                  const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-static enum MHD_Result send_error(struct MHD_Connection *conn,
-                                  unsigned status, const char *field,
-                                  const char *allow, const char *fmt, ...)
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status,
+                                  const char *field, const char *allow,
+                                  const char *fmt, ...)
 {
     struct json_object *obj = json_object_new_object();
     char message[512];
@@ -129,13 +129,11 @@ static void format_timestamp(int64_t time_us, char *buf, size_t size)
              tm.tm_min, tm.tm_sec, (int)(time_us % 1000000));
 }
 
-static enum MHD_Result handle_info(struct api *api,
-                                   struct MHD_Connection *conn,
+static enum MHD_Result handle_info(struct api *api, struct MHD_Connection *conn,
                                    struct request *req);
 
-static enum MHD_Result handle_start(struct api *api,
-                                    struct MHD_Connection *conn,
-                                    struct request *req)
+static enum MHD_Result
+handle_start(struct api *api, struct MHD_Connection *conn, struct request *req)
 {
     struct stress_config config;
     struct config_error err;
@@ -156,8 +154,8 @@ static enum MHD_Result handle_start(struct api *api,
         return send_error(conn, MHD_HTTP_BAD_REQUEST, err.field, NULL, "%s",
                           err.message);
     if (ret < 0)
-        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err.field,
-                          NULL, "failed to start the test: %s",
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err.field, NULL,
+                          "failed to start the test: %s",
                           ret == -EIO ? err.message : strerror(-ret));
 
     engine_status(api->engine, &status);
@@ -170,7 +168,8 @@ static enum MHD_Result handle_start(struct api *api,
     json_object_object_add(obj, "config", config_obj);
     json_object_object_add(obj, "target_mb",
                            json_mb((double)status.target_bytes));
-    json_object_object_add(obj, "limit_mb", json_mb((double)status.limit.bytes));
+    json_object_object_add(obj, "limit_mb",
+                           json_mb((double)status.limit.bytes));
     json_object_object_add(
         obj, "percent_base",
         json_object_new_string(memlimit_base_name(status.limit.base)));
@@ -180,8 +179,7 @@ static enum MHD_Result handle_start(struct api *api,
     return send_json(conn, MHD_HTTP_OK, obj, NULL);
 }
 
-static enum MHD_Result handle_stop(struct api *api,
-                                   struct MHD_Connection *conn,
+static enum MHD_Result handle_stop(struct api *api, struct MHD_Connection *conn,
                                    struct request *req)
 {
     struct engine_status status;
@@ -210,8 +208,9 @@ static struct json_object *status_to_json(const struct engine_status *s)
 
     json_object_object_add(obj, "state",
                            json_object_new_string(engine_state_name(s->state)));
-    json_object_object_add(obj, "is_running",
-                           json_object_new_boolean(engine_is_running(s->state)));
+    json_object_object_add(
+        obj, "is_running",
+        json_object_new_boolean(engine_is_running(s->state)));
     json_object_object_add(obj, "memory_mb", json_mb((double)s->rss_bytes));
     json_object_object_add(obj, "target_mb", json_mb((double)s->target_bytes));
     json_object_object_add(obj, "limit_mb", json_mb((double)s->limit.bytes));
@@ -240,9 +239,8 @@ static struct json_object *status_to_json(const struct engine_status *s)
     return obj;
 }
 
-static enum MHD_Result handle_status(struct api *api,
-                                     struct MHD_Connection *conn,
-                                     struct request *req)
+static enum MHD_Result
+handle_status(struct api *api, struct MHD_Connection *conn, struct request *req)
 {
     struct engine_status status;
 
@@ -255,8 +253,8 @@ static enum MHD_Result handle_status(struct api *api,
 static int query_integer(struct MHD_Connection *conn, const char *name,
                          uint64_t min, uint64_t max, uint64_t *out)
 {
-    const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
-                                                   name);
+    const char *text =
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
     char *end;
     unsigned long long value;
 
@@ -279,18 +277,15 @@ static struct json_object *log_entry_to_json(const struct logring_entry *e)
 
     format_timestamp(e->time_us, timestamp, sizeof(timestamp));
     json_object_object_add(obj, "seq", json_object_new_uint64(e->seq));
-    json_object_object_add(obj, "timestamp",
-                           json_object_new_string(timestamp));
+    json_object_object_add(obj, "timestamp", json_object_new_string(timestamp));
     json_object_object_add(obj, "operation",
                            json_object_new_string(e->operation));
-    json_object_object_add(obj, "memory_use_mb",
-                           json_mb(e->memory_mb * MIB));
+    json_object_object_add(obj, "memory_use_mb", json_mb(e->memory_mb * MIB));
     json_object_object_add(obj, "message", json_object_new_string(e->message));
     return obj;
 }
 
-static enum MHD_Result handle_logs(struct api *api,
-                                   struct MHD_Connection *conn,
+static enum MHD_Result handle_logs(struct api *api, struct MHD_Connection *conn,
                                    struct request *req)
 {
     struct logring *ring = &api->engine->logs;
@@ -331,9 +326,8 @@ static enum MHD_Result handle_logs(struct api *api,
     return send_json(conn, MHD_HTTP_OK, obj, NULL);
 }
 
-static enum MHD_Result handle_clear(struct api *api,
-                                    struct MHD_Connection *conn,
-                                    struct request *req)
+static enum MHD_Result
+handle_clear(struct api *api, struct MHD_Connection *conn, struct request *req)
 {
     uint64_t freed = 0;
     struct json_object *obj;
@@ -354,9 +348,8 @@ static enum MHD_Result handle_clear(struct api *api,
     return send_json(conn, MHD_HTTP_OK, obj, NULL);
 }
 
-static enum MHD_Result handle_health(struct api *api,
-                                     struct MHD_Connection *conn,
-                                     struct request *req)
+static enum MHD_Result
+handle_health(struct api *api, struct MHD_Connection *conn, struct request *req)
 {
     struct json_object *obj = json_object_new_object();
 
@@ -366,9 +359,8 @@ static enum MHD_Result handle_health(struct api *api,
     return send_json(conn, MHD_HTTP_OK, obj, NULL);
 }
 
-static enum MHD_Result handle_probe(struct api *api,
-                                    struct MHD_Connection *conn,
-                                    struct request *req)
+static enum MHD_Result
+handle_probe(struct api *api, struct MHD_Connection *conn, struct request *req)
 {
     (void)api;
     (void)req;
@@ -402,12 +394,11 @@ static int appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     }
 }
 
-static void append_gauge(char **buf, size_t *len, size_t *cap,
-                         const char *name, const char *type, const char *help,
-                         uint64_t value)
+static void append_gauge(char **buf, size_t *len, size_t *cap, const char *name,
+                         const char *type, const char *help, uint64_t value)
 {
-    appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n",
-            name, help, name, type, name, value);
+    appendf(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name,
+            help, name, type, name, value);
 }
 
 static enum MHD_Result handle_metrics(struct api *api,
@@ -435,9 +426,8 @@ static enum MHD_Result handle_metrics(struct api *api,
                  s.limit.bytes);
     append_gauge(&buf, &len, &cap, "memstress_worker_tree_nodes", "gauge",
                  "Nodes in the stress tree.", s.nodes);
-    append_gauge(&buf, &len, &cap, "memstress_worker_searches_total",
-                 "counter", "Tree searches run by the current or last test.",
-                 s.searches);
+    append_gauge(&buf, &len, &cap, "memstress_worker_searches_total", "counter",
+                 "Tree searches run by the current or last test.", s.searches);
     appendf(&buf, &len, &cap,
             "# HELP memstress_worker_tests_total Tests ended, by outcome.\n"
             "# TYPE memstress_worker_tests_total counter\n");
@@ -473,8 +463,7 @@ static const struct route routes[] = {
 
 #define ROUTE_COUNT (sizeof(routes) / sizeof(routes[0]))
 
-static enum MHD_Result handle_info(struct api *api,
-                                   struct MHD_Connection *conn,
+static enum MHD_Result handle_info(struct api *api, struct MHD_Connection *conn,
                                    struct request *req)
 {
     struct json_object *obj = json_object_new_object();
@@ -520,11 +509,11 @@ static enum MHD_Result dispatch(struct api *api, struct MHD_Connection *conn,
                                   API_MAX_BODY_BYTES);
             return r->handler(api, conn, req);
         }
-        return send_error(
-            conn, MHD_HTTP_METHOD_NOT_ALLOWED, "",
-            strcmp(r->method, "GET") == 0 ? "GET, HEAD" : r->method,
-            "method %.16s is not allowed on %s; use %s", method, r->path,
-            r->method);
+        return send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "",
+                          strcmp(r->method, "GET") == 0 ? "GET, HEAD"
+                                                        : r->method,
+                          "method %.16s is not allowed on %s; use %s", method,
+                          r->path, r->method);
     }
     return send_error(conn, MHD_HTTP_NOT_FOUND, "", NULL,
                       "no endpoint at %.200s; GET / lists the endpoints", url);
@@ -618,10 +607,10 @@ int api_start(struct api *api, struct engine *engine, int listen_fd,
     api->daemon = MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
         access_handler, api, MHD_OPTION_EXTERNAL_LOGGER, log_mhd_error, NULL,
-        MHD_OPTION_LISTEN_SOCKET, listen_fd,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)512,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_THREAD_POOL_SIZE,
+        threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, NULL, MHD_OPTION_END);
     return api->daemon ? 0 : -EIO;
 }
 

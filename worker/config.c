@@ -51,8 +51,8 @@ static int get_integer(struct json_object *value, const char *field,
     case json_type_double:
         d = json_object_get_double(value);
         if (d != floor(d))
-            return set_error(err, field, "%s must be an integer, got %g",
-                             field, d);
+            return set_error(err, field, "%s must be an integer, got %g", field,
+                             d);
         if (d >= (double)min && d <= (double)max) {
             *out = (int64_t)d;
             return 0;
@@ -67,9 +67,8 @@ static int get_integer(struct json_object *value, const char *field,
                      json_object_to_json_string(value));
 }
 
-static int get_number(struct json_object *value, const char *field,
-                      double min, double max, double *out,
-                      struct config_error *err)
+static int get_number(struct json_object *value, const char *field, double min,
+                      double max, double *out, struct config_error *err)
 {
     enum json_type type = json_object_get_type(value);
 
@@ -224,15 +223,14 @@ int config_resolve_target(const struct stress_config *config,
                           const struct memlimit *limit, uint64_t *target,
                           struct config_error *err)
 {
-    const char *field =
-        config->has_memory_mb ? "memory_mb" : "memory_percent";
+    const char *field = config->has_memory_mb ? "memory_mb" : "memory_percent";
     uint64_t limit_mb = limit->bytes / MIB;
 
     if (config->has_memory_mb)
         *target = (uint64_t)config->memory_mb * MIB;
     else
-        *target = (uint64_t)((double)limit->bytes *
-                             config->memory_percent / 100.0);
+        *target =
+            (uint64_t)((double)limit->bytes * config->memory_percent / 100.0);
 
     if (*target < CONFIG_MEMORY_MB_MIN * MIB)
         return set_error(err, field,

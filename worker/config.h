@@ -19,10 +19,10 @@
 
 #define CONFIG_MEMORY_MB_MIN 10
 /* A sanity ceiling for allow_oom targets (1 TiB), far above any node. */
-#define CONFIG_MEMORY_MB_MAX (1024 * 1024)
-#define CONFIG_DEFAULT_DURATION_SECONDS 60
+#define CONFIG_MEMORY_MB_MAX                (1024 * 1024)
+#define CONFIG_DEFAULT_DURATION_SECONDS     60
 #define CONFIG_DEFAULT_LOG_INTERVAL_SECONDS 5
-#define CONFIG_DEFAULT_PAYLOAD_KB 100
+#define CONFIG_DEFAULT_PAYLOAD_KB           100
 /* A small share of one core: a memory test must not also be a CPU test. */
 #define CONFIG_DEFAULT_CPU_PERCENT 5
 

@@ -20,7 +20,7 @@
 
 #include "kube/klog.h"
 
-#define MIB ((uint64_t)1 << 20)
+#define MIB        ((uint64_t)1 << 20)
 #define PAGE_BYTES ((uint64_t)4096)
 /* Far from the target, RSS is read once per this many bytes grown. */
 #define RSS_CHECK_BYTES (16 * MIB)
@@ -83,7 +83,8 @@ static double rss_mb(void)
 
 /* Adds a test log entry and mirrors it to the process log at verbosity 2. */
 static void test_log(struct engine *engine, const char *operation,
-                     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+                     const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void test_log(struct engine *engine, const char *operation,
                      const char *fmt, ...)
@@ -176,8 +177,8 @@ static int build(struct engine *engine)
 
         size_t len = next_payload(payload, rss, target, near);
         if (ramp_bytes > 0) {
-            double due = start + (double)(engine->tree.payload_bytes + len) /
-                                     ramp_bytes;
+            double due =
+                start + (double)(engine->tree.payload_bytes + len) / ramp_bytes;
             if (due > now_seconds() && wait_until(engine, due))
                 return 1;
         }
@@ -404,8 +405,8 @@ static int prepare(struct engine *engine, const struct stress_config *config,
     int ret;
 
     ret = memlimit_detect(engine->options.cgroup_root,
-                          engine->options.proc_cgroup,
-                          engine->options.meminfo, &limit);
+                          engine->options.proc_cgroup, engine->options.meminfo,
+                          &limit);
     if (ret < 0) {
         snprintf(err->field, sizeof(err->field), "%s", "");
         snprintf(err->message, sizeof(err->message),
@@ -516,8 +517,7 @@ int engine_clear(struct engine *engine, uint64_t *freed_bytes)
     tree_release(&engine->tree);
     atomic_store(&engine->nodes, 0);
     set_state(engine, ENGINE_IDLE);
-    test_log(engine, "MEMORY_CLEARED",
-             "Freed %llu nodes (%.1f MiB of payload)",
+    test_log(engine, "MEMORY_CLEARED", "Freed %llu nodes (%.1f MiB of payload)",
              (unsigned long long)nodes, (double)*freed_bytes / MIB);
 
 out_unlock:

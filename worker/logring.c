@@ -40,8 +40,8 @@ static uint64_t first_seq(const struct logring *ring)
                                            : 1;
 }
 
-void logring_add(struct logring *ring, const char *operation,
-                 double memory_mb, const char *message)
+void logring_add(struct logring *ring, const char *operation, double memory_mb,
+                 const char *message)
 {
     struct timeval now;
     struct logring_entry *entry;

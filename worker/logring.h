@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define LOGRING_OPERATION_MAX 32
-#define LOGRING_MESSAGE_MAX 256
+#define LOGRING_MESSAGE_MAX   256
 
 struct logring_entry {
     uint64_t seq;
@@ -40,8 +40,8 @@ int logring_init(struct logring *ring, size_t capacity);
 void logring_release(struct logring *ring);
 
 /* Appends an entry, overwriting the oldest when full.  Long text is cut. */
-void logring_add(struct logring *ring, const char *operation,
-                 double memory_mb, const char *message);
+void logring_add(struct logring *ring, const char *operation, double memory_mb,
+                 const char *message);
 
 /* Returns how many entries were overwritten since the ring was created. */
 uint64_t logring_dropped(struct logring *ring);

@@ -90,8 +90,9 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'f':
             if (klog_parse_format(optarg, &format) < 0) {
-                fprintf(stderr, "memstress-worker: invalid --log-format "
-                                "\"%s\": use text or json\n",
+                fprintf(stderr,
+                        "memstress-worker: invalid --log-format "
+                        "\"%s\": use text or json\n",
                         optarg);
                 return 2;
             }
@@ -181,8 +182,7 @@ static int open_listener(const char *listen_addr)
     socklen_t bound_len = sizeof(bound);
     int fd = -1, one = 1, ret;
 
-    if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) <
-        0) {
+    if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) < 0) {
         KLOG_ERROR("Invalid listen address", "expected ADDR:PORT", "listen",
                    listen_addr, NULL);
         return -1;
@@ -197,8 +197,7 @@ static int open_listener(const char *listen_addr)
         return -1;
     }
 
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                0);
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
@@ -265,8 +264,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (api_start(&api, &engine, fd, o.threads) < 0) {
-        KLOG_ERROR("Failed to start the HTTP server", NULL, "listen",
-                   o.listen, NULL);
+        KLOG_ERROR("Failed to start the HTTP server", NULL, "listen", o.listen,
+                   NULL);
         close(fd);
         engine_release(&engine);
         return 1;

@@ -36,8 +36,7 @@ int memlimit_parse_value(const char *text, uint64_t *bytes)
 
     while (*text == ' ' || *text == '\t')
         text++;
-    if (strncmp(text, "max", 3) == 0 &&
-        (text[3] == '\0' || text[3] == '\n')) {
+    if (strncmp(text, "max", 3) == 0 && (text[3] == '\0' || text[3] == '\n')) {
         *bytes = UINT64_MAX;
         return 0;
     }
@@ -97,8 +96,7 @@ static bool is_dir(const char *path)
  * /proc/self/cgroup.  Prefers a v1 "memory" line, since on a hybrid host
  * the v2 hierarchy does not hold the memory controller.
  */
-static bool find_cgroup_path(char *content, char *path, size_t size,
-                             bool *v1)
+static bool find_cgroup_path(char *content, char *path, size_t size, bool *v1)
 {
     bool found_v2 = false;
     char *save = NULL;
@@ -186,8 +184,8 @@ int memlimit_detect(const char *cgroup_root, const char *proc_cgroup,
 
     if (v1) {
         snprintf(root, sizeof(root), "%s/memory", cgroup_root);
-        lowest_limit(root, path, "memory.limit_in_bytes", &limit,
-                     out->source, sizeof(out->source));
+        lowest_limit(root, path, "memory.limit_in_bytes", &limit, out->source,
+                     sizeof(out->source));
     } else {
         lowest_limit(cgroup_root, path, "memory.max", &limit, out->source,
                      sizeof(out->source));

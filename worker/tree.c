@@ -18,9 +18,9 @@
 #endif
 
 /* Virtual size of one chunk; only the pages that nodes use become resident. */
-#define CHUNK_BYTES ((size_t)1 << 30)
+#define CHUNK_BYTES     ((size_t)1 << 30)
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)
-#define PAGE_BYTES ((size_t)4096)
+#define PAGE_BYTES      ((size_t)4096)
 
 struct tree_chunk {
     struct tree_chunk *next;
@@ -95,8 +95,9 @@ static struct tree_chunk *map_chunk(size_t min_bytes, bool huge)
     }
 
     /* Align the start to a huge page so the kernel can back it with them. */
-    size_t lead = (HUGE_PAGE_BYTES - ((uintptr_t)base & (HUGE_PAGE_BYTES - 1))) &
-                  (HUGE_PAGE_BYTES - 1);
+    size_t lead =
+        (HUGE_PAGE_BYTES - ((uintptr_t)base & (HUGE_PAGE_BYTES - 1))) &
+        (HUGE_PAGE_BYTES - 1);
     if (lead)
         munmap(base, lead);
     munmap(base + lead + size, HUGE_PAGE_BYTES - lead);
@@ -251,8 +252,8 @@ void tree_use_small_pages(struct tree *tree)
         return;
 
     /* Pages below the next huge page boundary may already be resident. */
-    size_t from = (chunk->populated + HUGE_PAGE_BYTES - 1) &
-                  ~(HUGE_PAGE_BYTES - 1);
+    size_t from =
+        (chunk->populated + HUGE_PAGE_BYTES - 1) & ~(HUGE_PAGE_BYTES - 1);
     if (from < chunk->size)
         madvise(chunk->base + from, chunk->size - from, MADV_NOHUGEPAGE);
 }

@@ -100,8 +100,8 @@ static void bad_requests_name_the_field(void **state)
         {"{\"duration_seconds\": 60}", "memory_mb", "missing target"},
         {"{\"memory_mb\": 100, \"duration_seconds\": 4}", "duration_seconds",
          "between 5 and 3600"},
-        {"{\"memory_mb\": 100, \"duration_seconds\": 3601}",
-         "duration_seconds", "between 5 and 3600"},
+        {"{\"memory_mb\": 100, \"duration_seconds\": 3601}", "duration_seconds",
+         "between 5 and 3600"},
         {"{\"memory_mb\": 100, \"log_interval_sec\": 0}", "log_interval_sec",
          "between 1 and 60"},
         {"{\"memory_mb\": 100, \"log_interval_sec\": 61}", "log_interval_sec",
@@ -151,8 +151,7 @@ static void percent_uses_cgroup_limit(void **state)
 
     (void)state;
     assert_int_equal(parse("{\"memory_percent\": 50}", &c, &err), 0);
-    assert_int_equal(config_resolve_target(&c, &cgroup_256, &target, &err),
-                     0);
+    assert_int_equal(config_resolve_target(&c, &cgroup_256, &target, &err), 0);
     assert_int_equal(target, 128 * MIB);
 }
 
@@ -178,11 +177,9 @@ static void allow_oom_accepts_target(void **state)
     uint64_t target = 0;
 
     (void)state;
-    assert_int_equal(parse("{\"memory_mb\": 512, \"allow_oom\": true}", &c,
-                           &err),
-                     0);
-    assert_int_equal(config_resolve_target(&c, &cgroup_256, &target, &err),
-                     0);
+    assert_int_equal(
+        parse("{\"memory_mb\": 512, \"allow_oom\": true}", &c, &err), 0);
+    assert_int_equal(config_resolve_target(&c, &cgroup_256, &target, &err), 0);
     assert_int_equal(target, 512 * MIB);
 }
 
@@ -207,9 +204,8 @@ static void config_round_trips_to_json(void **state)
     struct json_object *obj, *value;
 
     (void)state;
-    assert_int_equal(parse("{\"memory_mb\": 300, \"cpu_percent\": 40}", &c,
-                           &err),
-                     0);
+    assert_int_equal(
+        parse("{\"memory_mb\": 300, \"cpu_percent\": 40}", &c, &err), 0);
     obj = config_to_json(&c);
     assert_true(json_object_object_get_ex(obj, "memory_mb", &value));
     assert_int_equal(json_object_get_int(value), 300);

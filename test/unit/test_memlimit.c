@@ -15,8 +15,8 @@
 
 #include "worker/memlimit.h"
 
-#define FIXTURES "test/unit/fixtures/cgroup/"
-#define MIB ((uint64_t)1 << 20)
+#define FIXTURES   "test/unit/fixtures/cgroup/"
+#define MIB        ((uint64_t)1 << 20)
 #define HOST_BYTES ((uint64_t)16 * 1024 * MIB)
 
 static void detect(const char *name, struct memlimit *limit)

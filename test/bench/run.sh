@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Prints the worker's benchmark figures next to peers measured in the same
+# run, as ratios, because absolute times on a shared machine are noisy.
+#
+#   time to 1024 MiB resident: the worker, stress-ng --vm, and a probe that
+#     populates 1 GiB the fastest way the kernel offers (median of 3, taken
+#     in turns so that background load hits all three alike)
+#   idle RSS of the worker, fresh and after a test and a clear
+#   GET /status latency under a bounded wrk load while a 2 GiB build runs
+#   searches per second on a 10,000-node tree at cpu_percent 100
+#
+# Every process started here listens on 127.0.0.1 only and is stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source test/lib.sh
+
+worker=bin/memstress-worker
+tools=build/release/bench
+runs=${BENCH_RUNS:-3}
+gib=$((1024 * 1024 * 1024))
+tmp=$(mktemp -d /tmp/memstress-bench.XXXXXX)
+worker_pid=
+
+cleanup() {
+    [[ -z $worker_pid ]] || kill "$worker_pid" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+start_worker() {
+    local port i
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    "$worker" --listen "127.0.0.1:$port" -v 0 >"$tmp/worker.log" 2>&1 &
+    worker_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        curl -sf "$url/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "worker did not start:" >&2
+    cat "$tmp/worker.log" >&2
+    exit 1
+}
+
+wait_state() {
+    local deadline=$((SECONDS + $2))
+    while ((SECONDS <= deadline)); do
+        [[ $(curl -s "$url/status" | jq -r .state) == "$1" ]] && return 0
+        sleep 0.05
+    done
+    echo "worker never reached $1" >&2
+    return 1
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+verdict() { awk -v v="$1" -v aim="$2" 'BEGIN { print (v <= aim) ? "met" : "MISSED" }'; }
+
+echo "memstress benchmark on $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r)"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+# --- time to 1024 MiB ---------------------------------------------------------
+
+start_worker
+# One untimed probe run first: on a virtual machine the first touch of guest
+# memory can cost several times more than any later one.
+"$tools/rsswait" "$gib" 0 -- "$tools/probe" >/dev/null
+
+for ((run = 1; run <= runs; run++)); do
+    "$tools/rsswait" "$gib" "$worker_pid" -- curl -s -o /dev/null -X POST \
+        "$url/start" -d '{"memory_mb": 1024, "duration_seconds": 5}' \
+        >>"$tmp/worker.times"
+    curl -s -X POST "$url/stop" >/dev/null
+    curl -s -X POST "$url/clear" >/dev/null
+    "$tools/rsswait" "$gib" 0 -- stress-ng --vm 1 --vm-bytes 1024M --vm-keep \
+        -t 60 -q >>"$tmp/stress-ng.times"
+    "$tools/rsswait" "$gib" 0 -- "$tools/probe" >>"$tmp/probe.times"
+    "$tools/rsswait" "$gib" 0 -- "$tools/probe" --small-pages \
+        >>"$tmp/probe-small.times"
+done
+worker_time=$(median <"$tmp/worker.times")
+stress_time=$(median <"$tmp/stress-ng.times")
+probe_time=$(median <"$tmp/probe.times")
+probe_small_time=$(median <"$tmp/probe-small.times")
+fastest_probe=$(printf '%s\n%s\n' "$probe_time" "$probe_small_time" | sort -g | head -n 1)
+
+echo "Time to 1024 MiB resident (median of $runs; all runs in seconds)"
+printf '  %-34s %8.3f s   [%s]\n' "memstress-worker" "$worker_time" "$(paste -sd' ' "$tmp/worker.times")"
+printf '  %-34s %8.3f s   [%s]\n' "stress-ng --vm 1 --vm-keep" "$stress_time" "$(paste -sd' ' "$tmp/stress-ng.times")"
+printf '  %-34s %8.3f s   [%s]\n' "probe, huge pages" "$probe_time" "$(paste -sd' ' "$tmp/probe.times")"
+printf '  %-34s %8.3f s   [%s]\n' "probe, 4 KiB pages" "$probe_small_time" "$(paste -sd' ' "$tmp/probe-small.times")"
+r_stress=$(ratio "$worker_time" "$stress_time")
+r_probe=$(ratio "$worker_time" "$fastest_probe")
+echo "  worker / stress-ng       = $r_stress   (aim <= 0.50: $(verdict "$r_stress" 0.5))"
+echo "  worker / faster probe    = $r_probe   (aim <= 1.50: $(verdict "$r_probe" 1.5))"
+echo
+
+# --- idle RSS -----------------------------------------------------------------
+
+kill "$worker_pid"
+wait "$worker_pid" 2>/dev/null || true
+start_worker
+sleep 0.5
+idle_kb=$(awk '/VmRSS/ { print $2 }' "/proc/$worker_pid/status")
+curl -s -X POST "$url/start" -d '{"memory_mb": 64, "duration_seconds": 5}' >/dev/null
+wait_state searching 30
+curl -s -X POST "$url/stop" >/dev/null
+curl -s -X POST "$url/clear" >/dev/null
+sleep 0.5
+cleared_kb=$(awk '/VmRSS/ { print $2 }' "/proc/$worker_pid/status")
+idle_mb=$(awk -v k="$idle_kb" 'BEGIN { printf "%.2f", k / 1024 }')
+cleared_mb=$(awk -v k="$cleared_kb" 'BEGIN { printf "%.2f", k / 1024 }')
+echo "Idle RSS"
+echo "  fresh worker             = $idle_mb MiB   (aim <= 3: $(verdict "$idle_mb" 3))"
+echo "  after a test and a clear = $cleared_mb MiB   (aim <= 3: $(verdict "$cleared_mb" 3))"
+echo
+
+# --- /status under load while a 2 GiB build runs ---------------------------------
+
+# A full-speed build of 2 GiB is over in well under a second, so the build is
+# ramped at 400 MiB/s to keep it running for the whole 4 s load.
+curl -s -X POST "$url/start" \
+    -d '{"memory_mb": 2048, "ramp_mb_per_sec": 400, "duration_seconds": 5}' >/dev/null
+wrk -t 1 -c 4 -d 4s --timeout 2s --latency "$url/status" >"$tmp/wrk.out"
+state_after=$(curl -s "$url/status" | jq -r .state)
+p99=$(awk '$1 == "99%" { print $2 }' "$tmp/wrk.out")
+p50=$(awk '$1 == "50%" { print $2 }' "$tmp/wrk.out")
+rps=$(awk '/^Requests\/sec/ { print $2 }' "$tmp/wrk.out")
+p99_ms=$(awk -v v="$p99" 'BEGIN {
+    if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 }
+    else if (v ~ /ms$/) { sub(/ms/, "", v) }
+    else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 }
+    printf "%.3f", v }')
+echo "GET /status during a 2 GiB build (wrk, 1 thread, 4 connections, 4 s)"
+echo "  requests per second      = $rps"
+echo "  latency p50              = $p50"
+echo "  latency p99              = $p99   (aim <= 2 ms: $(verdict "$p99_ms" 2))"
+echo "  worker state after load  = $state_after (building means the load overlapped the build)"
+curl -s -X POST "$url/stop" >/dev/null
+curl -s -X POST "$url/clear" >/dev/null
+echo
+
+# --- searches per second -------------------------------------------------------------
+
+curl -s -X POST "$url/start" -d "{\"memory_mb\": 100, \"payload_kb\": 10, \"cpu_percent\": 100, \"duration_seconds\": 60}" >/dev/null
+wait_state searching 30
+s0=$(curl -s "$url/status" | jq -r .searches)
+t0=$(date +%s.%N)
+sleep 3
+s1=$(curl -s "$url/status" | jq -r .searches)
+t1=$(date +%s.%N)
+nodes=$(curl -s "$url/status" | jq -r .nodes)
+curl -s -X POST "$url/stop" >/dev/null
+rate=$(awk -v a="$s0" -v b="$s1" -v x="$t0" -v y="$t1" 'BEGIN { printf "%.0f", (b - a) / (y - x) }')
+echo "Searches on a $nodes-node tree at cpu_percent 100"
+echo "  searches per second      = $rate"
