@@ -124,4 +124,16 @@ local-up: ## Start etcd, kube-apiserver, controller-manager, scheduler; see .loc
 local-down: ## Stop the processes that local-up started
 	@hack/local-down.sh
 
+# --- kube/ client library: integration test driver ---------------------
+# test/kube/run.sh drives libkube through this program against a real
+# kube-apiserver; it is built with the unit tests.
+KUBECTL_LITE := $(BUILDDIR)/test/kube/kubectl-lite
+
+$(KUBECTL_LITE): test/kube/kubectl-lite.c $(BUILDDIR)/libkube.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+test-build: $(KUBECTL_LITE)
+# --- end of the kube/ block ----------------------------------------------
+
 -include $(shell find build -name '*.d' 2>/dev/null)
