@@ -107,7 +107,8 @@ lint: ## Check formatting and run clang-tidy on the C sources
 	clang-format --dry-run --Werror $(KUBE_SRCS) $(WORKER_SRCS) \
 	    $(CONTROLLER_SRCS) $(UNIT_SRCS) $(wildcard */*.h test/bench/*.c)
 	clang-tidy --quiet $(KUBE_SRCS) $(WORKER_SRCS) $(CONTROLLER_SRCS) -- \
-	    -std=c17 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+	    -std=c17 -D_GNU_SOURCE -I. -DMEMSTRESS_VERSION='"$(VERSION)"' \
+	    $(PKG_CFLAGS)
 
 clean: ## Remove build/ and bin/
 	rm -rf build bin

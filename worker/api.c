@@ -505,7 +505,7 @@ static enum MHD_Result dispatch(struct api *api, struct MHD_Connection *conn,
             (is_get && strcmp(r->method, "GET") == 0)) {
             if (req->too_large)
                 return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "", NULL,
-                                  "request body exceeds %d bytes",
+                                  "request body exceeds %zu bytes",
                                   API_MAX_BODY_BYTES);
             return r->handler(api, conn, req);
         }
@@ -545,7 +545,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn,
         *con_cls = req;
         if (announces_large_body(conn))
             return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "", NULL,
-                              "request body exceeds %d bytes",
+                              "request body exceeds %zu bytes",
                               API_MAX_BODY_BYTES);
         return MHD_YES;
     }

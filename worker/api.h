@@ -15,7 +15,7 @@
 #include "worker/engine.h"
 
 /* The largest request body accepted; more gets 413. */
-#define API_MAX_BODY_BYTES (64 * 1024)
+#define API_MAX_BODY_BYTES ((size_t)64 * 1024)
 
 struct api {
     struct MHD_Daemon *daemon;

@@ -97,7 +97,7 @@ static int parse_field(const char *key, struct json_object *value,
 {
     if (strcmp(key, "memory_mb") == 0) {
         c->has_memory_mb = true;
-        return get_integer(value, key, CONFIG_MEMORY_MB_MIN,
+        return get_integer(value, key, (int64_t)CONFIG_MEMORY_MB_MIN,
                            CONFIG_MEMORY_MB_MAX, &c->memory_mb, err);
     }
     if (strcmp(key, "memory_percent") == 0) {

@@ -19,7 +19,7 @@
 
 #define CONFIG_MEMORY_MB_MIN 10
 /* A sanity ceiling for allow_oom targets (1 TiB), far above any node. */
-#define CONFIG_MEMORY_MB_MAX                (1024 * 1024)
+#define CONFIG_MEMORY_MB_MAX                ((int64_t)1024 * 1024)
 #define CONFIG_DEFAULT_DURATION_SECONDS     60
 #define CONFIG_DEFAULT_LOG_INTERVAL_SECONDS 5
 #define CONFIG_DEFAULT_PAYLOAD_KB           100

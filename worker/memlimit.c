@@ -137,7 +137,7 @@ static bool find_cgroup_path(char *content, char *path, size_t size, bool *v1)
 static void lowest_limit(const char *root, const char *path, const char *file,
                          uint64_t *limit, char *source, size_t source_size)
 {
-    char dir[PATH_MAX], candidate[PATH_MAX + 64], text[64];
+    char dir[PATH_MAX], candidate[PATH_MAX + 64], text[64] = "";
     size_t root_len;
     uint64_t value;
 

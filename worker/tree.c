@@ -223,7 +223,7 @@ size_t tree_height(const struct tree *tree)
 
     if (!tree->root)
         return 0;
-    queue = malloc(tree->nodes * sizeof(*queue));
+    queue = malloc(tree->nodes * sizeof(void *));
     if (!queue)
         return 0;
     queue[tail++] = tree->root;
