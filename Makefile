@@ -45,7 +45,7 @@ PROGRAMS += $(BINDIR)/memstress-controller
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help deps test test-build test-unit test-sanitize bench format \
+.PHONY: all help deps demo test test-build test-unit test-sanitize bench format \
         lint clean
 
 all: $(PROGRAMS) ## Build bin/memstress-worker (and the controller when present)
@@ -78,6 +78,9 @@ $(BUILDDIR)/test/%: test/unit/%.c $(WORKER_LIB_OBJS) $(CONTROLLER_LIB_OBJS) \
                     $(BUILDDIR)/libkube.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lm
+
+demo: ## Install, build, and run the worker demo on 127.0.0.1
+	@hack/demo.sh
 
 test-build: $(PROGRAMS) $(UNIT_BINS)
 
