@@ -366,6 +366,7 @@ int engine_init(struct engine *engine, const struct engine_options *options)
     pthread_cond_init(&engine->wake, &attr);
     pthread_condattr_destroy(&attr);
     tree_init(&engine->tree, (uint64_t)time(NULL));
+    tree_allow_huge_pages(&engine->tree, options->huge_pages);
     engine->state = ENGINE_IDLE;
     return 0;
 }

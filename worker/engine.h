@@ -47,6 +47,7 @@ struct engine_options {
     const char *proc_cgroup;
     const char *meminfo;
     size_t log_capacity;
+    bool huge_pages;
 };
 
 /* A consistent copy of what the engine is doing, for /status and metrics. */

@@ -29,6 +29,7 @@ struct options {
     const char *cgroup_root;
     size_t log_capacity;
     unsigned threads;
+    bool huge_pages;
 };
 
 static void usage(FILE *out)
@@ -49,6 +50,9 @@ static void usage(FILE *out)
             "/sys/fs/cgroup)\n"
             "  --log-capacity N      test log entries kept (default 1000)\n"
             "  --threads N           HTTP request threads (default 4)\n"
+            "  --huge-pages on|off   back the tree with transparent huge\n"
+            "                        pages where the kernel allows (default "
+            "on)\n"
             "  --help                print this help and exit\n"
             "  --version             print the version and exit\n");
 }
@@ -75,6 +79,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"cgroup-root", required_argument, NULL, 'c'},
         {"log-capacity", required_argument, NULL, 'n'},
         {"threads", required_argument, NULL, 't'},
+        {"huge-pages", required_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -128,6 +133,16 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return 2;
             }
             o->threads = (unsigned)value;
+            break;
+        case 'H':
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr,
+                        "memstress-worker: invalid --huge-pages \"%s\": use "
+                        "on or off\n",
+                        optarg);
+                return 2;
+            }
+            o->huge_pages = strcmp(optarg, "on") == 0;
             break;
         case 'h':
             usage(stdout);
@@ -227,6 +242,7 @@ int main(int argc, char **argv)
         .cgroup_root = "/sys/fs/cgroup",
         .log_capacity = 1000,
         .threads = 4,
+        .huge_pages = true,
     };
     struct engine_options engine_options;
     struct engine engine;
@@ -250,6 +266,7 @@ int main(int argc, char **argv)
         .proc_cgroup = "/proc/self/cgroup",
         .meminfo = "/proc/meminfo",
         .log_capacity = o.log_capacity,
+        .huge_pages = o.huge_pages,
     };
     ret = engine_init(&engine, &engine_options);
     if (ret < 0) {

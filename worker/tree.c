@@ -38,6 +38,13 @@ void tree_init(struct tree *tree, uint64_t seed)
     memset(tree, 0, sizeof(*tree));
     tree->seed = seed;
     tree->use_huge_pages = true;
+    tree->huge_pages_allowed = true;
+}
+
+void tree_allow_huge_pages(struct tree *tree, bool allow)
+{
+    tree->huge_pages_allowed = allow;
+    tree->use_huge_pages = allow;
 }
 
 void tree_release(struct tree *tree)
@@ -55,7 +62,7 @@ void tree_release(struct tree *tree)
     tree->root = NULL;
     tree->nodes = 0;
     tree->payload_bytes = 0;
-    tree->use_huge_pages = true;
+    tree->use_huge_pages = tree->huge_pages_allowed;
 }
 
 /* A bijective 64-bit mix (the splitmix64 finalizer). */

@@ -33,7 +33,10 @@ struct tree {
     size_t nodes;
     size_t payload_bytes;
     uint64_t seed;
+    /* Whether new chunks ask for transparent huge pages. */
     bool use_huge_pages;
+    /* What use_huge_pages returns to on release. */
+    bool huge_pages_allowed;
     struct tree_chunk *chunks;
 };
 
@@ -45,6 +48,13 @@ void tree_init(struct tree *tree, uint64_t seed);
  * grow again.  Safe on an empty or zeroed tree.
  */
 void tree_release(struct tree *tree);
+
+/*
+ * Allows or forbids transparent huge pages for the tree's memory.  Huge
+ * pages fault in 2 MiB at a time, which fills memory faster and is allowed
+ * by default; forbidding them makes every page a 4 KiB page.
+ */
+void tree_allow_huge_pages(struct tree *tree, bool allow);
 
 /* Returns the key of the node inserted as number index (0-based). */
 uint64_t tree_key(const struct tree *tree, uint64_t index);
