@@ -361,9 +361,9 @@ static void setup_tls(struct kube_client *client, CURL *curl,
     const struct kubeconfig *cfg = &client->cfg;
 
     /*
-     * NEEDSWORK: tls-server-name is parsed but not applied, because libcurl
-     * 7.88 has no option to verify against a name other than the URL's
-     * host; a cluster that relies on it fails certificate verification.
+     * NEEDSWORK: tls-server-name is parsed but not applied.  libcurl 7.88
+     * has no option to verify the certificate against a name other than
+     * the URL's host, so a cluster that relies on it fails verification.
      */
     if (cfg->insecure_skip_tls_verify) {
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);

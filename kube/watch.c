@@ -459,7 +459,8 @@ int watch_run(struct watch *w)
             double started = now_seconds();
 
             rc = watch_once(w);
-            /* A server that ends every stream at once must not spin us. */
+            /* Back off when the server ends streams at once, so the loop cannot
+             * spin. */
             if (rc == 0 && now_seconds() - started < 1.0) {
                 backoff_sleep(w, backoff_ms);
                 backoff_ms = next_backoff(backoff_ms);

@@ -5,7 +5,7 @@
  * watch_run() lists the collection, then watches from the list's
  * resourceVersion with allowWatchBookmarks and timeoutSeconds, and watches
  * again from the last seen resourceVersion whenever a stream ends.  When the
- * server answers 410 Gone, as an HTTP status or as an ERROR event whose
+ * server returns 410 Gone, as an HTTP status or as an ERROR event whose
  * Status has code 410, the loop lists again and replaces the store,
  * reporting a DELETED event for every object that vanished in between.
  *

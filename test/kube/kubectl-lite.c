@@ -72,8 +72,8 @@ static int report(int rc, struct kube_response *resp)
         return 0;
     }
     fprintf(stderr, "error: status=%ld reason=%s rc=%d message=%s\n",
-            resp->status, resp->reason ? resp->reason : "",
-            rc, resp->message ? resp->message : strerror(-rc));
+            resp->status, resp->reason ? resp->reason : "", rc,
+            resp->message ? resp->message : strerror(-rc));
     return 1;
 }
 

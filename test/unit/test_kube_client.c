@@ -286,7 +286,7 @@ static bool url_has(const struct fake_request *req, const char *part)
     return strstr(req->url, part) != NULL;
 }
 
-/* Two pages; with step 1 the first continue answers 410 once. */
+/* Serves two pages; with step 1 the first continue request gets 410 once. */
 static void serve_pages(struct fake_server *server,
                         const struct fake_request *req,
                         struct fake_response *resp)

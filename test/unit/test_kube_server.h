@@ -2,7 +2,7 @@
  * Scripted HTTP server on 127.0.0.1 for the kube/ unit tests, built on
  * libmicrohttpd with a thread per connection.
  *
- * A test sets server->handler, which sees each request (method, path with
+ * A test sets server->handler, which receives each request (method, path with
  * decoded query, selected headers, body) and fills a fake_response: a
  * buffered body, or chunks streamed one by one that optionally end in a
  * stall, as a silent watch connection would.  Header-only so that each
