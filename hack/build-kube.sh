@@ -87,12 +87,24 @@ staging_replaces() {
         "$upstream_mod"
 }
 
-# Runs go build for one binary under nice, with progress lines around it.
+# Runs go build for one binary under nice. A background loop prints the
+# elapsed time every 30 seconds, and it ends by itself if this script dies.
 build_one() {
     local name=$1 package=$2 ldflags=$3 step=$4 step_started=$SECONDS
+    local ticker build_status=0
     log "[$step/${#binaries[@]}] building $name from $package"
-    if ! nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$bin_dir/$name.new" "$package"; then
-        die "go build of $package failed (see the output above); rerun hack/build-kube.sh once the cause is fixed"
+    (
+        while sleep 30 && kill -0 "$$" 2>/dev/null; do
+            log "[$step/${#binaries[@]}] still building $name: $((SECONDS - step_started))s so far, $((SECONDS - started))s in total"
+        done
+    ) &
+    ticker=$!
+    nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$bin_dir/$name.new" "$package" ||
+        build_status=$?
+    kill "$ticker" 2>/dev/null || true
+    wait "$ticker" 2>/dev/null || true
+    if [[ $build_status -ne 0 ]]; then
+        die "go build of $package failed with status $build_status (see the output above); rerun hack/build-kube.sh once the cause is fixed"
     fi
     mv -f "$bin_dir/$name.new" "$bin_dir/$name"
     log "[$step/${#binaries[@]}] built $name in $((SECONDS - step_started))s (total $((SECONDS - started))s)"
