@@ -6,14 +6,16 @@
 # Output: ${MEMSTRESS_CACHE:-$HOME/.cache/memstress}/kube-<version>/bin/, shared
 # by every clone on the machine. A stamp file records the pinned versions, so
 # a second run with the same pins only checks the stamp and exits. A cold
-# build, module downloads included, took about 4 minutes on a 2-core machine.
-# `go build` runs under `nice -n 10`. The last line printed is the bin path.
+# build, module downloads included, took 4 to 6 minutes on a 2-core machine,
+# depending on other load. `go build` runs under `nice -n 10`.
+# The last line printed is the bin directory.
 set -euo pipefail
 
 # Kubernetes release and the etcd release that its build/dependencies.yaml
 # names. Kubernetes v1.35.4 declares `go 1.25.0` in its go.mod.
-KUBE_VERSION=${KUBE_VERSION:-v1.35.4}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.6}
+# MEMSTRESS_KUBE_VERSION and MEMSTRESS_ETCD_VERSION override them.
+KUBE_VERSION=${MEMSTRESS_KUBE_VERSION:-v1.35.4}
+ETCD_VERSION=${MEMSTRESS_ETCD_VERSION:-v3.6.6}
 # Bump when the build recipe changes, so cached binaries get rebuilt.
 RECIPE_REVISION=2
 

@@ -18,7 +18,7 @@ kubectl=.local/bin/kubectl
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 namespace=memstress-cluster-test-$$
 # shellcheck disable=SC2016 # the pattern matches a literal ${...}
-pinned_version=$(sed -n 's/^KUBE_VERSION=\${KUBE_VERSION:-\(v[0-9.]*\)}$/\1/p' hack/build-kube.sh)
+pinned_version=$(sed -n 's/^KUBE_VERSION=\${MEMSTRESS_KUBE_VERSION:-\(v[0-9.]*\)}$/\1/p' hack/build-kube.sh)
 
 kubectl_admin() {
     "$kubectl" --kubeconfig "$kubeconfig" "$@"
