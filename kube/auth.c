@@ -1,9 +1,9 @@
 /*
  * Token files and exec credential plugins, cached under a mutex.
  *
- * The plugin runs with posix_spawnp() and its stdout in a pipe; the parent
- * reads with poll() against a deadline so that a hung plugin is killed, by
- * its PID, rather than blocking every request.  Its stderr is inherited, as
+ * The plugin runs with posix_spawnp() and its stdout in a pipe.  The parent
+ * reads with poll() against a deadline, so a hung plugin is killed by its
+ * PID rather than blocking every request.  Its stderr is inherited, as
  * kubectl does, so prompts and errors reach the user.
  */
 #include "kube/auth.h"

@@ -6,7 +6,7 @@
  * requests.  Every function here is safe to call from several threads on
  * one client.
  *
- * Each call returns 0 for a 2xx answer and a negative errno otherwise, and
+ * Each call returns 0 for a 2xx response and a negative errno otherwise, and
  * fills a struct kube_response with the HTTP status (0 when none arrived),
  * the API's Status reason and message, and the parsed body, so that callers
  * can branch on 404, 409, 410, 422 or 429.  The errno for an HTTP error is
@@ -34,8 +34,8 @@ struct kube_client_options {
     int burst;               /* requests allowed at once above qps */
     long timeout_ms;         /* whole-request deadline (not for streams) */
     long connect_timeout_ms; /* TCP and TLS connection deadline */
-    int retry_after_max_s;   /* longest wait honoured for one 429 */
-    int max_429_retries;     /* 429 answers retried before giving up */
+    int retry_after_max_s;   /* maximum wait honoured for one 429 */
+    int max_429_retries;     /* 429 responses retried before giving up */
     const char *user_agent;  /* NULL for "memstress/<version>" */
 };
 
@@ -137,9 +137,9 @@ int kube_patch(struct kube_client *client, const char *path,
                struct kube_response *resp);
 
 /*
- * Server-side apply: PATCHes path (the object's own path, or its status
- * subresource) with obj as application/apply-patch+yaml, owned by
- * field_manager; force takes over fields other managers own.
+ * Applies obj server-side: PATCHes path (the object's own path, or its
+ * status subresource) with obj as application/apply-patch+yaml, owned by
+ * field_manager.  With force, it takes over fields other managers own.
  */
 int kube_apply(struct kube_client *client, const char *path,
                struct json_object *obj, const char *field_manager, bool force,
@@ -174,7 +174,7 @@ struct kube_stream_options {
 
 /*
  * GETs path and hands the body to opts->on_data instead of keeping it.  A
- * non-2xx answer is kept and parsed into resp as for other calls.  Returns
+ * non-2xx response is kept and parsed into resp as for other calls.  Returns
  * 0 when the server ended the body, -ECANCELED when *opts->stop was set,
  * -ETIMEDOUT for either deadline, or another negative errno.
  */

@@ -688,8 +688,8 @@ int kubeconfig_load_default(struct kubeconfig *cfg, const char *path,
     if (path)
         return kubeconfig_load(cfg, path, context, err, err_size);
     /*
-     * NEEDSWORK: kubectl merges every file of a colon-separated $KUBECONFIG
-     * (first file wins per entry); this takes the first non-empty entry
+     * NEEDSWORK: kubectl merges every file of a colon-separated $KUBECONFIG,
+     * and the first file wins for each entry.  This loads the first file
      * only, so contexts defined in later files are not found.
      */
     if (env && env[0]) {

@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <stddef.h>
 
-/* Longest key: a 253-byte namespace or name on each side of the "/". */
+/* Maximum key: a 253-byte namespace or name on each side of the "/". */
 #define STORE_KEY_SIZE 512
 
 struct store_entry {
