@@ -12,6 +12,8 @@
 # logs/, PIDs in pids/. Use the admin kubeconfig with the built kubectl:
 #   .local/bin/kubectl --kubeconfig .local/kubeconfig get namespaces
 # or `eval "$(hack/local-up.sh env)"`. Stop it with hack/local-down.sh.
+# Ports and the readiness deadline come from MEMSTRESS_* variables, listed
+# with their defaults in load_settings and ready_timeout below.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -481,6 +483,6 @@ up) command_up ;;
 restart-apiserver) command_restart_apiserver ;;
 status) command_status ;;
 env) command_env ;;
--h | --help | help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+-h | --help | help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
 *) die "unknown subcommand '$1'; expected up, restart-apiserver, status or env" ;;
 esac
