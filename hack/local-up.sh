@@ -13,7 +13,7 @@
 #   .local/bin/kubectl --kubeconfig .local/kubeconfig get namespaces
 # or `eval "$(hack/local-up.sh env)"`. Stop it with hack/local-down.sh.
 # Ports and the readiness deadline come from MEMSTRESS_* variables, listed
-# with their defaults in load_settings and ready_timeout below.
+# with their defaults in load_settings and ready_timeout in this script.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
