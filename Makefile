@@ -140,4 +140,26 @@ $(KUBECTL_LITE): test/kube/kubectl-lite.c $(BUILDDIR)/libkube.a
 test-build: $(KUBECTL_LITE)
 # --- end of the kube/ block ----------------------------------------------
 
+# --- container image -------------------------------------------------------
+# The image builds with --network host because hack/docker.sh starts dockerd
+# without a bridge, so build containers have no network of their own.
+# hack/base-image.sh makes the default BASE_IMAGE from Debian's packages. Any
+# other BASE_IMAGE must be a bookworm image that the engine has or can pull.
+IMAGE ?= memstress:dev
+DEFAULT_BASE_IMAGE := memstress/debian:bookworm
+BASE_IMAGE ?= $(DEFAULT_BASE_IMAGE)
+
+.PHONY: image image-test
+
+image: ## Build the container image (tag memstress:dev, or set IMAGE); starts dockerd if needed
+	@hack/docker.sh
+ifeq ($(BASE_IMAGE),$(DEFAULT_BASE_IMAGE))
+	@hack/base-image.sh $(BASE_IMAGE)
+endif
+	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+image-test: image ## Build the image, then run both binaries and a 32 MiB worker test in it
+	@IMAGE=$(IMAGE) test/image/run.sh
+# --- end of the container image block ---------------------------------------
+
 -include $(shell find build -name '*.d' 2>/dev/null)
