@@ -99,8 +99,12 @@ struct json_object *store_get(struct store *store, const char *key)
 
     pthread_rwlock_rdlock(&store->lock);
     entry = *find_slot(store, key);
-    if (entry)
-        obj = json_object_get(entry->obj);
+    /*
+     * A copy, not a new reference: json-c's reference counts are not atomic,
+     * so a reference shared with the watch thread would race on them.
+     */
+    if (entry && json_object_deep_copy(entry->obj, &obj, NULL) != 0)
+        obj = NULL;
     pthread_rwlock_unlock(&store->lock);
     return obj;
 }
@@ -156,6 +160,16 @@ static int put_locked(struct store *store, const char *key,
     return 0;
 }
 
+/* managedFields is most of an object's size and no reader of the cache
+ * needs it. */
+static void strip_managed_fields(struct json_object *obj)
+{
+    struct json_object *metadata;
+
+    if (json_object_object_get_ex(obj, "metadata", &metadata))
+        json_object_object_del(metadata, "managedFields");
+}
+
 int store_put(struct store *store, struct json_object *obj)
 {
     char key[STORE_KEY_SIZE];
@@ -164,6 +178,7 @@ int store_put(struct store *store, struct json_object *obj)
     rc = store_key(obj, key, sizeof(key));
     if (rc < 0)
         return rc;
+    strip_managed_fields(obj);
     pthread_rwlock_wrlock(&store->lock);
     rc = put_locked(store, key, obj);
     pthread_rwlock_unlock(&store->lock);

@@ -3,8 +3,10 @@
  * cluster-scoped objects), filled by kube/watch.c.
  *
  * A hash table of json-c objects behind a read-write lock: the watch thread
- * writes, and any thread may read.  Objects in the store are shared and
- * must be treated as read-only; store_get() hands out a new reference.
+ * writes, and any thread may read.  json-c counts references without atomic
+ * operations, so no object in the store is ever shared with another thread:
+ * store_get() hands out a deep copy, and store_foreach() callbacks run under
+ * the lock and must not keep a reference.
  */
 #ifndef KUBE_STORE_H
 #define KUBE_STORE_H
@@ -42,14 +44,15 @@ void store_release(struct store *store);
 int store_key(struct json_object *obj, char *buf, size_t size);
 
 /*
- * Returns a new reference to the object stored under key, which the caller
- * drops with json_object_put(), or NULL when there is none.
+ * Returns a deep copy of the object stored under key, which the caller owns
+ * and frees with json_object_put(), or NULL when there is none.
  */
 struct json_object *store_get(struct store *store, const char *key);
 
 /*
  * Stores obj under its key, taking a new reference to obj and dropping the
- * object it replaces.  Returns 0, -EINVAL (no name) or -ENOMEM.
+ * object it replaces.  metadata.managedFields is removed from obj first, to
+ * save memory.  Returns 0, -EINVAL (no name) or -ENOMEM.
  */
 int store_put(struct store *store, struct json_object *obj);
 

@@ -214,6 +214,33 @@ static struct json_object *object(const char *namespace, const char *name,
     return json_tokener_parse(text);
 }
 
+static void store_get_returns_copy(void **state)
+{
+    struct store store;
+    struct json_object *obj, *got, *metadata;
+
+    (void)state;
+    assert_int_equal(store_init(&store), 0);
+    obj = json_tokener_parse("{\"metadata\":{\"name\":\"a\",\"namespace\":"
+                             "\"ns\",\"managedFields\":[{\"manager\":\"x\"}]}}");
+    assert_int_equal(store_put(&store, obj), 0);
+    json_object_put(obj);
+
+    got = store_get(&store, "ns/a");
+    assert_non_null(got);
+    metadata = json_object_object_get(got, "metadata");
+    assert_false(json_object_object_get_ex(metadata, "managedFields", NULL));
+    json_object_object_add(metadata, "name", json_object_new_string("b"));
+    json_object_put(got);
+
+    got = store_get(&store, "ns/a");
+    assert_string_equal(json_object_get_string(json_object_object_get(
+                            json_object_object_get(got, "metadata"), "name")),
+                        "a");
+    json_object_put(got);
+    store_release(&store);
+}
+
 static void store_put_get_remove(void **state)
 {
     struct store store;
@@ -599,6 +626,7 @@ int main(void)
         cmocka_unit_test(decoder_event_cap),
         cmocka_unit_test(decoder_invalid_json),
         cmocka_unit_test(store_put_get_remove),
+        cmocka_unit_test(store_get_returns_copy),
         cmocka_unit_test(watch_relists_on_error_event),
         cmocka_unit_test(watch_relists_on_http_gone),
         cmocka_unit_test(watch_forbidden_is_fatal),
