@@ -21,6 +21,7 @@
 
 #include "kube/klog.h"
 #include "worker/api.h"
+#include "worker/cluster.h"
 #include "worker/engine.h"
 #include "worker/trim.h"
 
@@ -30,6 +31,12 @@ struct options {
     size_t log_capacity;
     unsigned threads;
     bool huge_pages;
+    /* Cluster mode: the MemoryStressTest as "namespace/name", or NULL. */
+    const char *test;
+    const char *kubeconfig;
+    const char *pod;
+    const char *node;
+    const char *pod_ip;
 };
 
 static void usage(FILE *out)
@@ -53,6 +60,16 @@ static void usage(FILE *out)
             "  --huge-pages on|off   back the tree with transparent huge\n"
             "                        pages where the kernel allows (default "
             "on)\n"
+            "\n"
+            "In a pod, started by memstress-controller:\n"
+            "  --test NAMESPACE/NAME run the test of this MemoryStressTest and\n"
+            "                        write this worker's status entry\n"
+            "  --pod-name NAME       status entry key (default $POD_NAME)\n"
+            "  --node-name NAME      reported node (default $NODE_NAME)\n"
+            "  --pod-ip IP           reported pod IP (default $POD_IP)\n"
+            "  --kubeconfig PATH     API credentials (default $KUBECONFIG,\n"
+            "                        then the in-cluster service account)\n"
+            "\n"
             "  --help                print this help and exit\n"
             "  --version             print the version and exit\n");
 }
@@ -80,6 +97,11 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"log-capacity", required_argument, NULL, 'n'},
         {"threads", required_argument, NULL, 't'},
         {"huge-pages", required_argument, NULL, 'H'},
+        {"test", required_argument, NULL, 'T'},
+        {"kubeconfig", required_argument, NULL, 'k'},
+        {"pod-name", required_argument, NULL, 'p'},
+        {"node-name", required_argument, NULL, 'N'},
+        {"pod-ip", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -144,6 +166,21 @@ static int parse_options(int argc, char **argv, struct options *o)
             }
             o->huge_pages = strcmp(optarg, "on") == 0;
             break;
+        case 'T':
+            o->test = optarg;
+            break;
+        case 'k':
+            o->kubeconfig = optarg;
+            break;
+        case 'p':
+            o->pod = optarg;
+            break;
+        case 'N':
+            o->node = optarg;
+            break;
+        case 'i':
+            o->pod_ip = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -154,6 +191,11 @@ static int parse_options(int argc, char **argv, struct options *o)
             usage(stderr);
             return 2;
         }
+    }
+    if (o->test && (!strchr(o->test, '/') || !o->pod || !*o->pod)) {
+        fprintf(stderr, "memstress-worker: --test needs NAMESPACE/NAME and a "
+                        "pod name (--pod-name or $POD_NAME)\n");
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "memstress-worker: unexpected argument \"%s\"\n",
@@ -243,7 +285,12 @@ int main(int argc, char **argv)
         .log_capacity = 1000,
         .threads = 4,
         .huge_pages = true,
+        .pod = getenv("POD_NAME"),
+        .node = getenv("NODE_NAME"),
+        .pod_ip = getenv("POD_IP"),
     };
+    struct cluster cluster;
+    char test_namespace[256];
     struct engine_options engine_options;
     struct engine engine;
     struct api api = {0};
@@ -288,6 +335,26 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (o.test) {
+        struct cluster_options co = {
+            .namespace = test_namespace,
+            .test = strchr(o.test, '/') + 1,
+            .pod = o.pod,
+            .node = o.node,
+            .pod_ip = o.pod_ip,
+            .kubeconfig = o.kubeconfig,
+        };
+
+        snprintf(test_namespace, sizeof(test_namespace), "%.*s",
+                 (int)(strchr(o.test, '/') - o.test), o.test);
+        if (cluster_start(&cluster, &engine, &co) < 0) {
+            api_stop(&api);
+            close(fd);
+            engine_release(&engine);
+            return 1;
+        }
+    }
+
     char trimmed[32];
     snprintf(trimmed, sizeof(trimmed), "%llu",
              (unsigned long long)(trim_library_pages() >> 10));
@@ -297,6 +364,8 @@ int main(int argc, char **argv)
         ;
     KLOG_INFO(0, "Received signal, shutting down", "signal", strsignal(sig),
               NULL);
+    if (o.test)
+        cluster_stop(&cluster);
     api_stop(&api);
     close(fd);
     engine_release(&engine);
