@@ -159,6 +159,10 @@ rm -f "$rootfs.log"
 write_apt_sources "$rootfs" "$mirror" "$security_mirror"
 trim_rootfs "$rootfs"
 
+# NEEDSWORK: the image is not reproducible. debootstrap installs whatever
+# package versions the mirror serves today, and the tar stream carries
+# today's file times, so two runs give different image IDs and the build
+# cache of every image on top starts over.
 log "importing the tree as $image"
 tar --numeric-owner --xattrs -C "$rootfs" -c . |
     docker import \

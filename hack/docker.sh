@@ -92,8 +92,12 @@ start_engine() {
 
 stop_engine() {
     local pid waited=0
+    # NEEDSWORK: the PID file is the only record of which dockerd this script
+    # started, and .local/ is shared with other tools that may delete it. When
+    # it is gone, a running dockerd must be stopped by hand, using the PID in
+    # its own pidfile, /var/run/docker.pid.
     if ! pid=$(started_pid); then
-        log "no dockerd started by this script is running"
+        log "no dockerd started by this script is running (no live dockerd PID in $pid_file)"
         rm -f "$pid_file"
         return
     fi
