@@ -9,7 +9,6 @@
 #   hack/base-image.sh [IMAGE]      default IMAGE: memstress/debian:bookworm
 set -euo pipefail
 
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 image=${1:-${BASE_IMAGE:-memstress/debian:bookworm}}
 suite=bookworm
 

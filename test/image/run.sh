@@ -8,7 +8,7 @@
 # curl on the host drives it. Needs a responding engine and the image, which
 # `make image-test` provides. The container is removed when the suite ends.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 source test/lib.sh
 
 image=${IMAGE:-memstress:dev}
