@@ -336,12 +336,23 @@ static struct json_object *events_for(struct json_object *old,
     return events;
 }
 
+/* Writes bytes for people: exact when it is, else rounded to MiB. */
+static void format_display(int64_t bytes, char *text, size_t size)
+{
+    const int64_t mib = (int64_t)1 << 20;
+
+    if (bytes % mib == 0 || bytes < mib)
+        quantity_format(bytes, text, size);
+    else
+        snprintf(text, size, "%lldMi", (long long)((bytes + mib / 2) / mib));
+}
+
 static void add_quantity(struct json_object *status, const char *name,
                          const char *bytes_name, int64_t bytes)
 {
     char text[32];
 
-    quantity_format(bytes, text, sizeof(text));
+    format_display(bytes, text, sizeof(text));
     json_object_object_add(status, name, json_object_new_string(text));
     json_object_object_add(status, bytes_name, json_object_new_int64(bytes));
 }
