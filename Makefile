@@ -162,4 +162,15 @@ image-test: image ## Build the image, then run both binaries and a 32 MiB worker
 	@IMAGE=$(IMAGE) test/image/run.sh
 # --- end of the container image block ---------------------------------------
 
+# --- node agent: the kubelet stand-in of the local cluster ------------------
+# hack/node-agent/ is a development harness in Go, built into ~/.cache/memstress.
+.PHONY: agent-up agent-down
+
+agent-up: ## Start the node agent (2 Ready nodes that run pods as local processes); needs local-up
+	@hack/agent-up.sh
+
+agent-down: ## Stop the node agent, its pods' processes and their cgroups
+	@hack/agent-down.sh
+# --- end of the node agent block ---------------------------------------------
+
 -include $(shell find build -name '*.d' 2>/dev/null)
