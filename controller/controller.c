@@ -70,14 +70,13 @@ static void log_api_error(const char *message, const char *key,
                "memoryStressTest", key, "status", status, NULL);
 }
 
-/* Creates the worker service account, role and binding in ns once. */
+/* Creates the worker service account and role binding in ns once. */
 static int ensure_rbac(struct controller *c, const char *ns)
 {
-    static const char *const resources[3] = {"serviceaccounts", "roles",
+    static const char *const resources[2] = {"serviceaccounts",
                                              "rolebindings"};
-    static const char *const groups[3] = {NULL, "rbac.authorization.k8s.io",
-                                          "rbac.authorization.k8s.io"};
-    struct json_object *objects[3];
+    static const char *const groups[2] = {NULL, "rbac.authorization.k8s.io"};
+    struct json_object *objects[2];
     int ret = 0;
 
     pthread_mutex_lock(&c->rbac_lock);
@@ -90,7 +89,7 @@ static int ensure_rbac(struct controller *c, const char *ns)
     pthread_mutex_unlock(&c->rbac_lock);
 
     pods_worker_rbac(ns, objects);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         struct kube_response resp = {0};
         char *path = kube_path(groups[i], "v1", ns, resources[i], NULL, NULL);
         int rc =

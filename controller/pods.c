@@ -203,14 +203,6 @@ struct json_object *pods_worker_pod(struct json_object *mst, int index,
     return pod;
 }
 
-static const char worker_role_rules[] =
-    "[{\"apiGroups\":[\"memstress.dev\"],"
-    "\"resources\":[\"memorystresstests\"],"
-    "\"verbs\":[\"get\",\"list\",\"watch\"]},"
-    "{\"apiGroups\":[\"memstress.dev\"],"
-    "\"resources\":[\"memorystresstests/status\"],"
-    "\"verbs\":[\"get\",\"patch\"]}]";
-
 static struct json_object *named(const char *api_version, const char *kind,
                                  const char *namespace)
 {
@@ -228,26 +220,22 @@ static struct json_object *named(const char *api_version, const char *kind,
     return obj;
 }
 
-void pods_worker_rbac(const char *namespace, struct json_object *objects[3])
+void pods_worker_rbac(const char *namespace, struct json_object *objects[2])
 {
     struct json_object *subject = json_object_new_object();
     struct json_object *subjects = json_object_new_array();
     struct json_object *role_ref = json_object_new_object();
 
     objects[0] = named("v1", "ServiceAccount", namespace);
-    objects[1] = named("rbac.authorization.k8s.io/v1", "Role", namespace);
-    json_object_object_add(objects[1], "rules",
-                           json_tokener_parse(worker_role_rules));
-
-    objects[2] =
-        named("rbac.authorization.k8s.io/v1", "RoleBinding", namespace);
+    objects[1] = named("rbac.authorization.k8s.io/v1", "RoleBinding",
+                       namespace);
     add_str(subject, "kind", "ServiceAccount");
     add_str(subject, "name", PODS_WORKER_ACCOUNT);
     add_str(subject, "namespace", namespace);
     json_object_array_add(subjects, subject);
     add_str(role_ref, "apiGroup", "rbac.authorization.k8s.io");
-    add_str(role_ref, "kind", "Role");
-    add_str(role_ref, "name", PODS_WORKER_ACCOUNT);
-    json_object_object_add(objects[2], "subjects", subjects);
-    json_object_object_add(objects[2], "roleRef", role_ref);
+    add_str(role_ref, "kind", "ClusterRole");
+    add_str(role_ref, "name", PODS_WORKER_ROLE);
+    json_object_object_add(objects[1], "subjects", subjects);
+    json_object_object_add(objects[1], "roleRef", role_ref);
 }

@@ -1,7 +1,9 @@
 /*
  * The objects the controller creates for a MemoryStressTest: its worker
- * pods, and in each namespace the service account, role and role binding
- * that let workers report into their test's status.
+ * pods, and in each namespace the service account and role binding that let
+ * workers report into their test's status.  The binding refers to a
+ * ClusterRole installed with the controller, so the controller needs only
+ * the right to bind that one role, not to write roles.
  */
 #ifndef CONTROLLER_PODS_H
 #define CONTROLLER_PODS_H
@@ -9,7 +11,9 @@
 #include <json-c/json.h>
 #include <stdint.h>
 
-#define PODS_WORKER_ACCOUNT   "memstress-worker"
+#define PODS_WORKER_ACCOUNT "memstress-worker"
+/* The ClusterRole from manifests/rbac.yaml that worker pods are bound to. */
+#define PODS_WORKER_ROLE      "memstress-worker"
 #define PODS_LABEL_TEST       "memstress.dev/test"
 #define PODS_LABEL_INDEX      "memstress.dev/worker-index"
 #define PODS_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
@@ -34,9 +38,10 @@ struct json_object *pods_worker_pod(struct json_object *mst, int index,
                                     const struct pods_settings *settings);
 
 /*
- * Builds the worker service account, role and role binding for namespace,
- * in that order, into objects[3].  The caller puts each one.
+ * Builds the worker service account and the role binding that grants it the
+ * ClusterRole PODS_WORKER_ROLE in namespace, in that order, into objects[2].
+ * The caller puts each one.
  */
-void pods_worker_rbac(const char *namespace, struct json_object *objects[3]);
+void pods_worker_rbac(const char *namespace, struct json_object *objects[2]);
 
 #endif
