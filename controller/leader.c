@@ -112,11 +112,13 @@ static int create_lease(struct leader *l, const char *now)
     struct json_object *lease = new_lease(l, now);
     int ret = kube_create(l->client, l->collection, lease, &resp);
 
+    long status = resp.status;
+
     json_object_put(lease);
     kube_response_release(&resp);
     if (ret == 0)
         return 1;
-    return resp.status == 409 ? 0 : ret;
+    return status == 409 ? 0 : ret;
 }
 
 /* Writes this process into an existing Lease; 1 on success, 0 on conflict. */
@@ -127,6 +129,7 @@ static int take_lease(struct leader *l, struct json_object *lease,
     struct kube_response resp = {0};
     bool new_holder =
         strcmp(spec_str(spec, "holderIdentity"), l->identity) != 0;
+    long status;
     int ret;
 
     if (!spec) {
@@ -149,10 +152,11 @@ static int take_lease(struct leader *l, struct json_object *lease,
                            json_object_new_int(l->lease_duration_s));
     json_object_object_add(spec, "renewTime", json_object_new_string(now));
     ret = kube_update(l->client, l->path, lease, &resp);
+    status = resp.status;
     kube_response_release(&resp);
     if (ret == 0)
         return 1;
-    return resp.status == 409 ? 0 : ret;
+    return status == 409 ? 0 : ret;
 }
 
 int leader_try(struct leader *l)
@@ -166,8 +170,10 @@ int leader_try(struct leader *l)
     micro_time(now, sizeof(now));
     ret = kube_get(l->client, l->path, &resp);
     if (ret < 0) {
+        long status = resp.status;
+
         kube_response_release(&resp);
-        return resp.status == 404 ? create_lease(l, now) : ret;
+        return status == 404 ? create_lease(l, now) : ret;
     }
     spec = json_object_object_get(resp.body, "spec");
     holder = spec_str(spec, "holderIdentity");
