@@ -87,6 +87,7 @@ test-build: $(PROGRAMS) $(UNIT_BINS)
 test: deps ## Install dependencies, build, and run every suite (also under ASan/UBSan)
 	@$(MAKE) --no-print-directory test-build
 	@$(MAKE) --no-print-directory VARIANT=sanitize test-build
+	@$(MAKE) --no-print-directory image
 	@test/run.sh
 
 test-unit: test-build ## Run only the cmocka unit tests

@@ -8,7 +8,7 @@ packages=(
     build-essential pkg-config
     libcurl4-openssl-dev libjson-c-dev libyaml-dev libmicrohttpd-dev
     libcmocka-dev
-    curl jq
+    curl jq openssl
     clang-format clang-tidy
     stress-ng wrk
 )

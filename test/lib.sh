@@ -67,3 +67,15 @@ finish() {
     printf '%d passed, %d failed\n' "$suite_passed" "$suite_failed"
     [[ $suite_failed -eq 0 ]]
 }
+
+# wait_until SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds
+# (returns 0) or SECONDS pass (returns 1).
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    while ((SECONDS <= deadline)); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}

@@ -62,7 +62,7 @@ run_suite() {
     add_counts "$log" "$suite/$variant"
 }
 
-suites=(api cgroup kube)
+suites=(api cgroup kube cluster agent operator image)
 case "${1:-all}" in
 all)
     run_unit release
