@@ -73,8 +73,7 @@ static void log_api_error(const char *message, const char *key,
 /* Creates the worker service account and role binding in ns once. */
 static int ensure_rbac(struct controller *c, const char *ns)
 {
-    static const char *const resources[2] = {"serviceaccounts",
-                                             "rolebindings"};
+    static const char *const resources[2] = {"serviceaccounts", "rolebindings"};
     static const char *const groups[2] = {NULL, "rbac.authorization.k8s.io"};
     struct json_object *objects[2];
     int ret = 0;

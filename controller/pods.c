@@ -227,8 +227,8 @@ void pods_worker_rbac(const char *namespace, struct json_object *objects[2])
     struct json_object *role_ref = json_object_new_object();
 
     objects[0] = named("v1", "ServiceAccount", namespace);
-    objects[1] = named("rbac.authorization.k8s.io/v1", "RoleBinding",
-                       namespace);
+    objects[1] =
+        named("rbac.authorization.k8s.io/v1", "RoleBinding", namespace);
     add_str(subject, "kind", "ServiceAccount");
     add_str(subject, "name", PODS_WORKER_ACCOUNT);
     add_str(subject, "namespace", namespace);

@@ -3,7 +3,7 @@
  * per request: once with the headers, then once per piece of body, then a
  * final time with no data, which is when the route runs.  The body is kept
  * in a per-request buffer capped at API_MAX_BODY_BYTES; a request that
- * announces a larger Content-Length is answered 413 before its body is read.
+ * announces a larger Content-Length gets 413 before its body is read.
  */
 #include "worker/api.h"
 

@@ -1,11 +1,12 @@
 /*
  * The worker's HTTP API, served with libmicrohttpd from a small thread pool.
  *
- * Endpoints and field names follow the original Flask design so that scripts
- * written for it keep working: GET /, POST /start, POST /stop, GET /status,
- * GET /logs, POST /clear and GET /health, plus /healthz and /readyz for
- * Kubernetes probes and /metrics in the Prometheus text format.  Every error
- * is a JSON object {"error": ..., "field": ..., "status": ...}.
+ * Endpoint and field names are those of the earlier Python (Flask) version
+ * of this tool, so scripts written for it keep working.  That version had
+ * GET /, POST /start, POST /stop, GET /status, GET /logs, POST /clear and
+ * GET /health.  This one adds /healthz and /readyz for Kubernetes probes and
+ * /metrics in the Prometheus text format.  Every error is a JSON object
+ * {"error": ..., "field": ..., "status": ...}.
  */
 #ifndef WORKER_API_H
 #define WORKER_API_H

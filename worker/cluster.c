@@ -18,10 +18,10 @@
 #include "kube/klog.h"
 #include "kube/quantity.h"
 
-#define GROUP "memstress.dev"
-#define VERSION "v1alpha1"
+#define GROUP    "memstress.dev"
+#define VERSION  "v1alpha1"
 #define RESOURCE "memorystresstests"
-#define MIB ((int64_t)1 << 20)
+#define MIB      ((int64_t)1 << 20)
 /* How often the status thread looks at the engine. */
 #define STATUS_TICK_MS 250
 
@@ -29,8 +29,7 @@ static int spec_error(struct config_error *err, const char *field,
                       const char *message)
 {
     snprintf(err->field, sizeof(err->field), "spec.%s", field);
-    snprintf(err->message, sizeof(err->message), "spec.%s %s", field,
-             message);
+    snprintf(err->message, sizeof(err->message), "spec.%s %s", field, message);
     return -EINVAL;
 }
 
@@ -74,8 +73,7 @@ static int spec_target(struct json_object *spec, struct stress_config *c,
     return 0;
 }
 
-int cluster_config_from_spec(struct json_object *spec,
-                             struct stress_config *c,
+int cluster_config_from_spec(struct json_object *spec, struct stress_config *c,
                              struct config_error *err)
 {
     struct json_object *value;
@@ -254,8 +252,8 @@ static bool start_test(struct cluster *c, struct json_object *spec,
     if (ret == 0 || ret == -EBUSY)
         return true;
 
-    KLOG_ERROR("Failed to start stress test", err.message,
-               "memoryStressTest", c->test_path, NULL);
+    KLOG_ERROR("Failed to start stress test", err.message, "memoryStressTest",
+               c->test_path, NULL);
     logring_add(&c->engine->logs, "STRESS_TEST_ERROR", 0, err.message);
     engine_status(c->engine, s);
     s->state = ENGINE_FAILED;
@@ -303,9 +301,9 @@ static int on_test_event(enum watch_event_type type, struct json_object *obj,
     if (!stop && json_object_object_get_ex(obj, "spec", &spec))
         stop = spec_bool(spec, "stop");
     if (stop && engine_stop(c->engine) == 0)
-        KLOG_INFO(2, "Stopped stress test",
-                  "memoryStressTest", c->test_path, "reason",
-                  type == WATCH_DELETED ? "deleted" : "spec.stop", NULL);
+        KLOG_INFO(2, "Stopped stress test", "memoryStressTest", c->test_path,
+                  "reason", type == WATCH_DELETED ? "deleted" : "spec.stop",
+                  NULL);
     return 0;
 }
 
@@ -340,8 +338,7 @@ static int connect_client(struct cluster *c)
     return ret;
 }
 
-static int prepare_watch(struct cluster *c, char *collection,
-                         char *selector)
+static int prepare_watch(struct cluster *c, char *collection, char *selector)
 {
     struct watch_options wo = {
         .path = collection,
@@ -363,8 +360,8 @@ int cluster_start(struct cluster *c, struct engine *engine,
     memset(c, 0, sizeof(*c));
     c->options = *options;
     c->engine = engine;
-    snprintf(c->field_manager, sizeof(c->field_manager),
-             "memstress-worker-%s", options->pod);
+    snprintf(c->field_manager, sizeof(c->field_manager), "memstress-worker-%s",
+             options->pod);
     c->test_path = kube_path(GROUP, VERSION, options->namespace, RESOURCE,
                              options->test, NULL);
     c->status_path = kube_path(GROUP, VERSION, options->namespace, RESOURCE,

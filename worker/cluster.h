@@ -1,6 +1,6 @@
 /*
  * The worker inside a Kubernetes pod: it runs the test that its
- * MemoryStressTest asks for, stops when the test's spec.stop turns true or
+ * MemoryStressTest describes, stops when the test's spec.stop turns true or
  * the test is deleted, and writes its own entry in the test's
  * status.workers by server-side apply.
  *

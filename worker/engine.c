@@ -371,7 +371,7 @@ int engine_init(struct engine *engine, const struct engine_options *options)
     return 0;
 }
 
-/* Joins a thread that ended by itself.  Caller holds engine->control. */
+/* Joins a thread that ended by itself.  The caller must own engine->control. */
 static void reap_thread(struct engine *engine)
 {
     if (engine->thread_joinable) {
@@ -403,7 +403,8 @@ static enum engine_state current_state(struct engine *engine)
     return state;
 }
 
-/* Resolves the target and resets the test fields.  Caller holds control. */
+/* Resolves the target and resets the test fields.  The caller must own
+ * engine->control. */
 static int prepare(struct engine *engine, const struct stress_config *config,
                    struct config_error *err)
 {

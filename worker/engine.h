@@ -111,7 +111,7 @@ void engine_release(struct engine *engine);
 /*
  * Starts a test.  Frees a tree left by an earlier test first.  Returns 0;
  * -EBUSY while a test runs; -EINVAL when the target does not resolve (err
- * says why); or another negative errno when the thread cannot start.
+ * gives the reason); or another negative errno when the thread cannot start.
  */
 int engine_start(struct engine *engine, const struct stress_config *config,
                  struct config_error *err);

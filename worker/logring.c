@@ -1,6 +1,6 @@
 /*
  * Ring buffer of log entries.  Entry seq s lives in slot (s - 1) % capacity;
- * the ring holds seqs [first, next_seq) with first = max(1, next_seq -
+ * the ring contains seqs [first, next_seq) with first = max(1, next_seq -
  * capacity), so no separate head or count needs to be kept in step.
  */
 #include "worker/logring.h"

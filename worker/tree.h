@@ -35,7 +35,7 @@ struct tree {
     uint64_t seed;
     /* Whether new chunks ask for transparent huge pages. */
     bool use_huge_pages;
-    /* What use_huge_pages returns to on release. */
+    /* The value use_huge_pages is reset to on release. */
     bool huge_pages_allowed;
     struct tree_chunk *chunks;
 };

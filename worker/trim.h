@@ -5,7 +5,7 @@
  * libmicrohttpd initialises GnuTLS when it is loaded, which reads in
  * several MiB of library code (GnuTLS, p11-kit, nettle) that the worker never
  * runs again but that still counts towards its resident set size.  A memory
- * stress tool is judged by the RSS it holds idle, so that memory is handed
+ * stress tool is judged by its idle RSS, so that memory is handed
  * back once the server is up.
  */
 #ifndef WORKER_TRIM_H

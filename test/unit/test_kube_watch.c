@@ -221,8 +221,9 @@ static void store_get_returns_copy(void **state)
 
     (void)state;
     assert_int_equal(store_init(&store), 0);
-    obj = json_tokener_parse("{\"metadata\":{\"name\":\"a\",\"namespace\":"
-                             "\"ns\",\"managedFields\":[{\"manager\":\"x\"}]}}");
+    obj =
+        json_tokener_parse("{\"metadata\":{\"name\":\"a\",\"namespace\":"
+                           "\"ns\",\"managedFields\":[{\"manager\":\"x\"}]}}");
     assert_int_equal(store_put(&store, obj), 0);
     json_object_put(obj);
 
