@@ -45,6 +45,13 @@ agent_alive() {
 "$kubectl" --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1 ||
     die "kube-apiserver is not ready; run hack/local-up.sh first (hack/local-up.sh status shows why)"
 
+# Serializes concurrent calls, for example two suites starting at once: the
+# second waits here until the first agent is ready, then finds it running.
+mkdir -p "$local_dir/pids" "$local_dir/logs"
+exec {lock_fd}>"$local_dir/pids/node-agent.lock"
+flock -w $((ready_timeout + 60)) "$lock_fd" ||
+    die "another hack/agent-up.sh held $local_dir/pids/node-agent.lock for over $((ready_timeout + 60))s"
+
 if agent_alive; then
     log "node agent already running with PID $(<"$pid_file")"
     exit 0
@@ -55,7 +62,6 @@ binary=$("$repo_root/hack/build-node-agent.sh" | tail -n 1)
 [[ -x "$repo_root/bin/memstress-worker" ]] ||
     log "note: $repo_root/bin/memstress-worker is missing; run make before starting worker pods"
 
-mkdir -p "$local_dir/pids" "$local_dir/logs"
 argv=("$binary"
     --kubeconfig="$kubeconfig"
     --bin-dir="$repo_root/bin"

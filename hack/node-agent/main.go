@@ -3,20 +3,20 @@
 // hack/local-up.sh starts, on a machine without a container runtime.
 //
 // What it emulates: Ready nodes with a Lease each, and pods whose containers
-// run as local processes. Each pod gets its own loopback address (127.0.0.x),
-// a memory cgroup per container under one parent named "memstress", a real
-// service-account token bound to the pod and visible at the usual path in a
-// private mount namespace, downward-API environment variables, readiness,
-// liveness and startup probes, container states with OOMKilled and exit
-// codes as the kubelet reports them, graceful deletion, and the kubelet
-// containerLogs endpoint, so `kubectl logs` works.
+// run as local processes. Each pod gets its own loopback address (127.0.0.x)
+// and a memory cgroup per container under one parent named "memstress". It
+// also gets a real service-account token bound to the pod, visible at the
+// usual path in a private mount namespace, and downward-API environment
+// variables. Readiness, liveness and startup probes run, container states
+// carry OOMKilled and exit codes as the kubelet reports them, deletion is
+// graceful, and a kubelet containerLogs endpoint makes `kubectl logs` work.
 //
 // What it does not emulate: images (a container runs a binary from the host,
 // see resolveCommand), file-system isolation other than the service-account
 // mount, network isolation (every pod shares the host network stack), volumes
 // other than the service-account token, exec/attach/port-forward, CPU
-// limits, node-pressure eviction, and Services (nothing may ever send
-// traffic to the service cluster IP range on this machine).
+// limits, node-pressure eviction, Events, and Services (nothing may ever
+// send traffic to the service cluster IP range on this machine).
 package main
 
 import (
@@ -171,6 +171,13 @@ func run(cfg config, logger *slog.Logger) error {
 	if a.ips, err = newIPPool(cfg.podIPRange); err != nil {
 		return err
 	}
+	// The lock comes before any cgroup is touched: a second agent would
+	// otherwise remove the node cgroups of the first when it exits.
+	lock, err := lockStateDir(a.cfg.stateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	if a.cgroups, err = newCgroupManager(logger); err != nil {
 		return err
 	}
@@ -307,6 +314,11 @@ func (a *agent) handlePod(obj any) {
 	a.workers[pod.UID] = w
 	a.wg.Add(1)
 	go w.run()
+	if pod.DeletionTimestamp != nil {
+		// Seen for the first time while being deleted, for example after
+		// an agent restart: stop at once what run starts.
+		w.update(pod)
+	}
 }
 
 // handlePodGone stops the processes of a pod whose object was removed from
@@ -343,7 +355,7 @@ func (a *agent) stopAllPods() {
 	a.mu.Lock()
 	a.stopping = true
 	for _, w := range a.workers {
-		w.stop(stopAgentShutdown, a.cfg.shutdownGrace)
+		w.stop(stopAgentShutdown, min(containerGrace(w.currentPod()), a.cfg.shutdownGrace))
 	}
 	a.mu.Unlock()
 	done := make(chan struct{})
@@ -356,6 +368,25 @@ func (a *agent) stopAllPods() {
 	case <-time.After(a.cfg.shutdownGrace + 15*time.Second):
 		a.log.Error("pod workers did not stop in time; removing cgroups anyway", "pods", a.workerCount())
 	}
+}
+
+// lockStateDir takes an exclusive lock on STATE_DIR/agent.lock, which the
+// kernel releases when the agent exits, so that only one agent runs per
+// state directory.
+func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create the state directory: %w", err)
+	}
+	path := filepath.Join(dir, "agent.lock")
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("another node agent holds %s (%v); stop it with hack/agent-down.sh, or give this one another -state-dir and -node-prefix", path, err)
+	}
+	return file, nil
 }
 
 // podLogDir returns the directory of a pod's container logs. Namespace and

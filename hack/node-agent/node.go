@@ -290,9 +290,9 @@ func (a *agent) serveContainerLogs(ctx context.Context) error {
 }
 
 // handleContainerLogs writes a container log file. It supports the
-// tailLines, limitBytes and follow query parameters; previous and
-// timestamps are ignored, because the agent keeps one file per container
-// across restarts and writes no timestamps.
+// tailLines, limitBytes and follow query parameters. It ignores previous and
+// timestamps, because the agent keeps one file per container across
+// restarts and writes no timestamps.
 func (a *agent) handleContainerLogs(w http.ResponseWriter, r *http.Request) {
 	namespace, pod, container := r.PathValue("namespace"), r.PathValue("pod"), r.PathValue("container")
 	for _, part := range []string{namespace, pod, container} {

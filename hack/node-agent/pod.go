@@ -144,7 +144,7 @@ func (w *podWorker) stopping() bool {
 	}
 }
 
-// kick asks the worker loop to write the pod status.
+// kick wakes the worker loop to write the pod status.
 func (w *podWorker) kick() {
 	select {
 	case w.dirty <- struct{}{}:
@@ -257,7 +257,7 @@ func (w *podWorker) trySetUpSandbox() error {
 	if err != nil {
 		return err
 	}
-	cgroupPath, err := w.a.cgroups.ensurePod(pod.Spec.NodeName, w.uid, podMemoryLimit(pod))
+	cgroupPath, err := w.a.cgroups.ensurePod(pod.Spec.NodeName, w.a.cfg.nodeMemory.Value(), w.uid, podMemoryLimit(pod))
 	if err != nil {
 		return err
 	}
@@ -315,6 +315,11 @@ func podMemoryLimit(pod *v1.Pod) int64 {
 
 // runContainers runs the init containers one after another, then every
 // other container, and returns when none will run again.
+//
+// NEEDSWORK: an init container with restartPolicy Always (a sidecar) is run
+// like any init container, so a sidecar that never exits keeps the pod's
+// other containers from starting. Sidecars would need to start, pass their
+// startup probe and keep running next to the main containers.
 func (w *podWorker) runContainers() {
 	for _, c := range w.inits {
 		if !c.runUntilDone() {
@@ -638,7 +643,7 @@ func (c *container) restartWanted(exitCode int32) bool {
 	}
 }
 
-// runUntilDone starts the container and restarts it as restartPolicy says.
+// runUntilDone starts the container and restarts it under restartPolicy.
 // It returns true when the container completed successfully.
 func (c *container) runUntilDone() bool {
 	backoff := initialBackoff
@@ -827,6 +832,12 @@ func (c *container) prepare() (*exec.Cmd, string, error) {
 			Unshareflags: syscall.CLONE_NEWNS,
 			// A container must not outlive the agent: nothing would
 			// report on it or stop it.
+			// NEEDSWORK: Linux sends this signal when the thread that
+			// forked exits, not the agent process, and reaches only the
+			// container's first process, not its children. The Go
+			// runtime does not end threads in this program, and the
+			// children are killed through the cgroup on a clean stop,
+			// but after a SIGKILL of the agent they can remain.
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
