@@ -11,12 +11,13 @@
 // carry OOMKilled and exit codes as the kubelet reports them, deletion is
 // graceful, and a kubelet containerLogs endpoint makes `kubectl logs` work.
 //
-// What it does not emulate: images (a container runs a binary from the host,
-// see resolveCommand), file-system isolation other than the service-account
-// mount, network isolation (every pod shares the host network stack), volumes
-// other than the service-account token, exec/attach/port-forward, CPU
-// limits, node-pressure eviction, Events, and Services (nothing may ever
-// send traffic to the service cluster IP range on this machine).
+// What it does not emulate: images, because a container runs a binary from
+// the host (see resolveCommand). There is no file-system isolation other
+// than the service-account mount, and no network isolation, because every
+// pod shares the host network stack. Also missing: volumes other than the
+// service-account token, exec/attach/port-forward, CPU limits, node-pressure
+// eviction, Events, and Services (nothing may ever send traffic to the
+// service cluster IP range on this machine).
 package main
 
 import (
@@ -384,7 +385,7 @@ func lockStateDir(dir string) (*os.File, error) {
 	}
 	if err := syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		file.Close()
-		return nil, fmt.Errorf("another node agent holds %s (%v); stop it with hack/agent-down.sh, or give this one another -state-dir and -node-prefix", path, err)
+		return nil, fmt.Errorf("another node agent has locked %s (%v); stop it with hack/agent-down.sh, or give this one another -state-dir and -node-prefix", path, err)
 	}
 	return file, nil
 }

@@ -394,8 +394,8 @@ check_true "namespace deletion removes its pods" "namespace $namespace still exi
     wait_until 90 bash -c "! '$kubectl' --kubeconfig '$kubeconfig' get namespace '$namespace'"
 check_true "namespace pods' processes gone" "PID $last_pid still exists" wait_until 10 pid_gone "$last_pid"
 
-# Stopping an agent that was already running would kill the pods of whoever
-# else uses the cluster, so the stop is checked only on the suite's own agent.
+# Stopping an agent that was already running would kill the pods of other
+# users of the cluster, so the stop is checked only on the suite's own agent.
 if $agent_was_running; then
     echo "note: the node agent was running before the suite, so its stop and clean-up are not checked"
 else
