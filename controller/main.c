@@ -321,10 +321,11 @@ int main(int argc, char **argv)
     pthread_t signal_thread;
     int ret;
 
+    const char *image_env = getenv("MEMSTRESS_IMAGE");
+
     snprintf(image, sizeof(image), "%s",
-             getenv("MEMSTRESS_IMAGE") && *getenv("MEMSTRESS_IMAGE")
-                 ? getenv("MEMSTRESS_IMAGE")
-                 : "memstress:" MEMSTRESS_VERSION);
+             image_env && *image_env ? image_env
+                                     : "memstress:" MEMSTRESS_VERSION);
     o.worker_image = image;
     ret = parse_options(argc, argv, &o);
     if (ret >= 0)

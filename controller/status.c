@@ -532,7 +532,7 @@ int status_plan(struct json_object *mst, struct json_object **pods,
                 const char *now, double now_epoch, struct status_plan *plan)
 {
     struct json_object *spec = get(mst, "spec"), *metadata, *status;
-    struct worker_view views[STATUS_MAX_WORKERS];
+    struct worker_view views[STATUS_MAX_WORKERS] = {0};
     struct counts c = {0};
     const char *old_phase = get_str(get(mst, "status"), "phase");
 

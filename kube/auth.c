@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 /* ExecCredential output is a token or a certificate and key: small. */
-#define EXEC_OUTPUT_MAX_BYTES (1024 * 1024)
+#define EXEC_OUTPUT_MAX_BYTES ((size_t)1024 * 1024)
 /* Reuse exec output only while it stays valid for this much longer. */
 #define EXEC_EXPIRY_MARGIN_S 10
 
@@ -252,7 +252,7 @@ static int read_output(int fd, char **out, char *err, size_t err_size)
             char *bigger;
 
             if (cap >= EXEC_OUTPUT_MAX_BYTES) {
-                snprintf(err, err_size, "exec plugin output exceeds %d bytes",
+                snprintf(err, err_size, "exec plugin output exceeds %zu bytes",
                          EXEC_OUTPUT_MAX_BYTES);
                 free(buf);
                 return -EFBIG;

@@ -22,7 +22,7 @@
 #include <yaml.h>
 
 /* Kubeconfigs, certificates and tokens are small; this bounds a bad path. */
-#define FILE_MAX_BYTES (4 * 1024 * 1024)
+#define FILE_MAX_BYTES ((off_t)4 * 1024 * 1024)
 
 struct loader {
     yaml_document_t doc;
@@ -212,7 +212,7 @@ static int load_document(struct loader *ld)
 {
     yaml_parser_t parser;
     char *text = NULL;
-    size_t len;
+    size_t len = 0;
     int rc;
 
     rc = read_file(ld->path, &text, &len);
@@ -586,7 +586,7 @@ out_free_dir:
 /* Reads a small text file and strips trailing whitespace. */
 static int read_trimmed(const char *path, char **out)
 {
-    size_t len;
+    size_t len = 0;
     int rc;
 
     rc = read_file(path, out, &len);

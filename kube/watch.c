@@ -20,7 +20,7 @@
 
 #define DEFAULT_TIMEOUT_S       300
 #define DEFAULT_IDLE_TIMEOUT_S  90
-#define DEFAULT_MAX_EVENT_BYTES (16 * 1024 * 1024)
+#define DEFAULT_MAX_EVENT_BYTES ((size_t)16 * 1024 * 1024)
 #define BACKOFF_INITIAL_MS      500
 #define BACKOFF_MAX_MS          30000
 /* Added to timeoutSeconds for the client-side deadline of one stream. */
