@@ -24,11 +24,16 @@ owned_process() {
     [[ "${argv[*]}" == *"$local_dir/"* ]]
 }
 
-if [[ ! -f "$pid_file" ]]; then
+# Without a PID file, the PID that the agent wrote into its lock file is
+# used.
+if [[ -f "$pid_file" ]]; then
+    pid=$(<"$pid_file")
+elif pid=$(head -n 1 "$local_dir/node-agent/agent.lock" 2>/dev/null) && [[ -n "$pid" ]] && owned_process "$pid"; then
+    log "no PID file; using PID $pid from $local_dir/node-agent/agent.lock"
+else
     log "no PID file, nothing to stop"
     exit 0
 fi
-pid=$(<"$pid_file")
 if [[ ! "$pid" =~ ^[0-9]+$ ]] || ! owned_process "$pid"; then
     log "PID '$pid' is not a running node agent; removing $pid_file"
     rm -f "$pid_file"

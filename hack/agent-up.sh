@@ -27,17 +27,24 @@ die() {
     exit 1
 }
 
-# Succeeds when the PID file names a live node agent that this script
-# started: argv[0] ends in node-agent and the command line contains .local/.
-agent_alive() {
-    local pid
-    [[ -f "$pid_file" ]] || return 1
-    pid=$(<"$pid_file")
+# Succeeds when PID is a live node agent that this script started: argv[0]
+# ends in node-agent and the command line contains .local/.
+owned_process() {
+    local pid=$1
     [[ "$pid" =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
     local -a argv
     mapfile -d '' argv <"/proc/$pid/cmdline" 2>/dev/null || return 1
     [[ ${#argv[@]} -gt 0 && "$(basename "${argv[0]}")" == node-agent ]] || return 1
     [[ "${argv[*]}" == *"$local_dir/"* ]]
+}
+
+# Succeeds when the PID file names a running agent. Without one, it takes
+# the PID that the agent wrote into its lock file, and restores the PID file.
+agent_alive() {
+    local pid
+    pid=$(cat "$pid_file" 2>/dev/null) && owned_process "$pid" && return 0
+    pid=$(head -n 1 "$local_dir/node-agent/agent.lock" 2>/dev/null) && owned_process "$pid" || return 1
+    echo "$pid" >"$pid_file"
 }
 
 [[ -f "$kubeconfig" && -x "$kubectl" ]] ||
@@ -48,9 +55,10 @@ agent_alive() {
 # Serializes concurrent calls, for example two suites starting at once: the
 # second waits here until the first agent is ready, then finds it running.
 mkdir -p "$local_dir/pids" "$local_dir/logs"
-exec {lock_fd}>"$local_dir/pids/node-agent.lock"
+lock_file=$local_dir/pids/node-agent-up.lock
+exec {lock_fd}>"$lock_file"
 flock -w $((ready_timeout + 60)) "$lock_fd" ||
-    die "another hack/agent-up.sh held $local_dir/pids/node-agent.lock for over $((ready_timeout + 60))s"
+    die "another hack/agent-up.sh held $lock_file for over $((ready_timeout + 60))s"
 
 if agent_alive; then
     log "node agent already running with PID $(<"$pid_file")"
@@ -74,8 +82,9 @@ log "starting the node agent; log: $log_file"
     printf '%q ' "${argv[@]}"
     printf '\n'
 } >>"$log_file"
-# setsid execs without forking here, so $! is the agent's own PID.
-setsid "${argv[@]}" </dev/null >>"$log_file" 2>&1 &
+# setsid execs without forking here, so $! is the agent's own PID. The agent
+# must not inherit the lock, or it would hold it for as long as it runs.
+setsid "${argv[@]}" </dev/null >>"$log_file" 2>&1 {lock_fd}>&- &
 echo "$!" >"$pid_file"
 
 # Succeeds while the started process exists. Right after the start its

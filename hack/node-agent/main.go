@@ -373,7 +373,8 @@ func (a *agent) stopAllPods() {
 
 // lockStateDir takes an exclusive lock on STATE_DIR/agent.lock, which the
 // kernel releases when the agent exits, so that only one agent runs per
-// state directory.
+// state directory. The file contains the agent's PID, which
+// hack/agent-up.sh and hack/agent-down.sh read when the PID file is missing.
 func lockStateDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create the state directory: %w", err)
@@ -386,6 +387,9 @@ func lockStateDir(dir string) (*os.File, error) {
 	if err := syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		file.Close()
 		return nil, fmt.Errorf("another node agent has locked %s (%v); stop it with hack/agent-down.sh, or give this one another -state-dir and -node-prefix", path, err)
+	}
+	if err := file.Truncate(0); err == nil {
+		_, _ = fmt.Fprintf(file, "%d\n", os.Getpid())
 	}
 	return file, nil
 }
