@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops the local control plane that hack/local-up.sh started.
+# Stops the local control plane that hack/local-up.sh started, and its node agent.
 #
 #   hack/local-down.sh                   stop every component
 #   hack/local-down.sh COMPONENT...      stop only these (for example kube-apiserver)
@@ -80,9 +80,13 @@ if [[ $# -gt 0 ]]; then
     requested=("$@")
 else
     requested=("${all_components[@]}")
+    # --- node agent (hack/node-agent/): stopped first, while the apiserver
+    # still takes its last node and pod updates.
+    "$repo_root/hack/agent-down.sh" || status_agent=1
+    # --- end of the node agent addition
 fi
 
-status=0
+status=${status_agent:-0}
 for name in "${requested[@]}"; do
     case " ${all_components[*]} " in
     *" $name "*) stop_component "$name" || status=1 ;;

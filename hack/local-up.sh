@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local Kubernetes control plane for tests: etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler built by hack/build-kube.sh, all
-# listening on 127.0.0.1 only. There are no nodes, so pods are never run.
+# listening on 127.0.0.1 only, then the node agent (MEMSTRESS_NODE_AGENT=0 skips it).
 #
 #   hack/local-up.sh                     start, or confirm that it is running
 #   hack/local-up.sh restart-apiserver   stop and start only kube-apiserver
@@ -431,6 +431,12 @@ command_up() {
     done
     log "control plane ready in $((SECONDS - started))s: https://127.0.0.1:$apiserver_port"
     log "use: $local_dir/bin/kubectl --kubeconfig $local_dir/kubeconfig get namespaces"
+    # --- node agent (hack/node-agent/): Ready nodes that run pods as local
+    # processes. MEMSTRESS_NODE_AGENT=0 leaves the cluster without nodes.
+    if [[ ${MEMSTRESS_NODE_AGENT:-1} != 0 ]]; then
+        "$repo_root/hack/agent-up.sh"
+    fi
+    # --- end of the node agent addition
 }
 
 # Stops kube-apiserver and starts it again with the same command line, leaving
