@@ -63,8 +63,8 @@ load_settings() {
     apiserver_port=${MEMSTRESS_APISERVER_PORT:-26443}
     controller_manager_port=${MEMSTRESS_CONTROLLER_MANAGER_PORT:-20257}
     scheduler_port=${MEMSTRESS_SCHEDULER_PORT:-20259}
-    # Configuration only: no node or proxy exists, so nothing ever sends
-    # traffic to these addresses.
+    # Configuration only: no kube-proxy runs and the node agent never uses
+    # these addresses, so nothing ever sends traffic to them.
     service_cidr=${MEMSTRESS_SERVICE_CIDR:-10.0.0.0/24}
     controllers=${MEMSTRESS_CONTROLLERS:-garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,resourcequota-controller,deployment-controller,replicaset-controller,job-controller,ttl-after-finished-controller}
 }

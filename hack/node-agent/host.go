@@ -119,6 +119,20 @@ func (m *cgroupManager) ensureNode(node string, limit int64) error {
 	return m.setLimit(path, limit)
 }
 
+// removeStalePods removes the pod cgroups under a node, with any process
+// left in them. Only an agent that was killed before it cleaned up leaves
+// them, and those processes descend from containers it started.
+func (m *cgroupManager) removeStalePods(node string) {
+	entries, _ := os.ReadDir(filepath.Join(m.parent, node))
+	for _, entry := range entries {
+		if entry.IsDir() {
+			path := filepath.Join(m.parent, node, entry.Name())
+			m.log.Info("removing a pod cgroup left by a previous agent", "path", path)
+			m.remove(path)
+		}
+	}
+}
+
 // ensurePod creates the pod's cgroup. A limit of 0 leaves it unlimited. The
 // parent and node cgroups are created again, with nodeLimit, when something
 // removed them while the agent runs.

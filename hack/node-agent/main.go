@@ -189,6 +189,7 @@ func run(cfg config, logger *slog.Logger) error {
 			a.cgroups.removeNodes(a.nodes)
 			return err
 		}
+		a.cgroups.removeStalePods(name)
 	}
 	logger.Info("agent starting", "nodes", cfg.nodeCount, "nodeMemory", cfg.nodeMemory.String(),
 		"cgroupParent", a.cgroups.parent, "cgroupVersion", a.cgroups.version, "apiserver", restConfig.Host)

@@ -243,12 +243,26 @@ func (w *podWorker) setUpSandbox() bool {
 			return true
 		}
 		w.log.Error("failed to set up the pod; retrying in 5s", "attempt", attempt+1, "err", err)
+		w.reportSetupError(err)
 		select {
 		case <-w.stopCh:
 			return false
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+// reportSetupError shows a setup failure in the waiting state of every
+// container, where `kubectl describe pod` shows it.
+func (w *podWorker) reportSetupError(err error) {
+	w.mu.Lock()
+	for _, c := range append(append([]*container{}, w.inits...), w.containers...) {
+		if c.state.Waiting != nil {
+			c.state.Waiting = &v1.ContainerStateWaiting{Reason: "ContainerCreating", Message: "pod setup failed: " + err.Error()}
+		}
+	}
+	w.mu.Unlock()
+	w.syncStatus()
 }
 
 func (w *podWorker) trySetUpSandbox() error {
