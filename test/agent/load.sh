@@ -6,7 +6,7 @@
 # Bounded: every wait has a deadline, and the namespace is deleted at the
 # end. Needs the cluster and the agent running (make local-up agent-up).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 
 count=${1:-50}
 if ! [[ "$count" =~ ^[0-9]+$ ]] || ((count < 1 || count > 100)); then

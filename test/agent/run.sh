@@ -11,7 +11,8 @@
 # checks its clean-up. One that was running before is left running. Needs root
 # for the memory cgroups, and bin/memstress-worker (make).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
+# shellcheck source=test/lib.sh
 source test/lib.sh
 
 kubeconfig=.local/kubeconfig
