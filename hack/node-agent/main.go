@@ -331,6 +331,8 @@ func (a *agent) handlePodGone(pod *v1.Pod) {
 	delete(a.finished, pod.UID)
 	if w := a.workers[pod.UID]; w != nil {
 		w.objectGone()
+	} else if a.nodes[pod.Spec.NodeName] {
+		go a.removePodFiles(pod)
 	}
 }
 

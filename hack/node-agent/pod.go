@@ -228,8 +228,11 @@ func (w *podWorker) finalizeIfDeleted() {
 	w.mu.Lock()
 	reason, pod := w.stopReason, w.pod
 	w.mu.Unlock()
-	if reason == stopDeleted {
+	switch reason {
+	case stopDeleted:
 		w.a.finalizeDeletion(pod)
+	case stopObjectGone:
+		w.a.removePodFiles(pod)
 	}
 }
 
@@ -374,8 +377,7 @@ func (w *podWorker) tearDown() {
 // a delete with grace period 0 and a UID precondition, as the kubelet
 // sends. Its log directory goes with it.
 func (a *agent) finalizeDeletion(pod *v1.Pod) {
-	_ = os.RemoveAll(a.podLogDir(pod.Namespace, pod.Name))
-	_ = os.RemoveAll(filepath.Join(a.cfg.stateDir, string(pod.UID)))
+	a.removePodFiles(pod)
 	zero := int64(0)
 	options := metav1.DeleteOptions{
 		GracePeriodSeconds: &zero,
@@ -392,6 +394,22 @@ func (a *agent) finalizeDeletion(pod *v1.Pod) {
 	default:
 		a.log.Error("failed to delete pod", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID, "err", err)
 	}
+}
+
+// removePodFiles removes a pod's container logs and service-account files.
+// The log directory is named after the pod, so it stays when a new pod with
+// the same name already runs, as after a forced deletion.
+func (a *agent) removePodFiles(pod *v1.Pod) {
+	_ = os.RemoveAll(filepath.Join(a.cfg.stateDir, string(pod.UID)))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for uid, w := range a.workers {
+		other := w.currentPod()
+		if uid != pod.UID && other.Namespace == pod.Namespace && other.Name == pod.Name {
+			return
+		}
+	}
+	_ = os.RemoveAll(a.podLogDir(pod.Namespace, pod.Name))
 }
 
 // markLost records every container of a pod from a previous agent run as

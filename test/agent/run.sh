@@ -4,7 +4,8 @@
 # Leases, a worker pod with a 128Mi memory limit and readiness, the downward
 # API, and the service-account token inside the pod's mount namespace. Then
 # an OOM kill, exit codes, a liveness failure, a restart, graceful and forced
-# deletion, and an agent stop that leaves no process or cgroup behind.
+# deletion, an init container before two containers, and an agent stop that
+# leaves no process or cgroup behind.
 #
 # Starts the control plane (hack/local-up.sh) and the agent when they are not
 # running. An agent that the suite started is stopped at the end, which
@@ -96,13 +97,14 @@ trap cleanup EXIT
     finish
     exit 1
 }
+# Read before local-up.sh, which starts the agent too.
+agent_was_running=false
+agent_running && agent_was_running=true
 hack/local-up.sh >/dev/null 2>&1 || {
     fail "local control plane starts" "hack/local-up.sh failed; run it by hand to see why"
     finish
     exit 1
 }
-agent_was_running=false
-agent_running && agent_was_running=true
 hack/agent-up.sh 2>"$tmp/agent-up.err" || {
     fail "node agent starts" "$(tail -n 5 "$tmp/agent-up.err")"
     finish
@@ -265,6 +267,37 @@ check_eq "token is bound to the pod" token \
     "$(sed 1d <<<"$token_log" | jq -r '.status.userInfo.extra["authentication.kubernetes.io/pod-name"][0]' 2>/dev/null)"
 check_true "host does not see the pod token" "/var/run/secrets/kubernetes.io/serviceaccount/token exists outside the pod" \
     test ! -e /var/run/secrets/kubernetes.io/serviceaccount/token
+
+# --- init container and two containers ------------------------------------
+
+cat >"$tmp/multi.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: multi
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - name: init
+    image: busybox
+    command: [sh, -c, 'echo initialized > $tmp/multi.init']
+  containers:
+  - name: first
+    image: busybox
+    command: [sh, -c, 'cat $tmp/multi.init; sleep 300']
+  - name: second
+    image: busybox
+    command: [sleep, "300"]
+EOF
+kn apply -f "$tmp/multi.yaml" >/dev/null
+check_true "multi-container pod Ready" "status: $(pod_field multi .status)" wait_until 60 pod_ready multi
+check_eq "init container Completed" Completed "$(pod_field multi '.status.initContainerStatuses[0].state.terminated.reason')"
+check_eq "pod Initialized" True "$(pod_field multi '.status.conditions[?(@.type=="Initialized")].status')"
+check_eq "both containers ready" "true true" "$(pod_field multi '.status.containerStatuses[*].ready')"
+check_match "container ran after init" initialized "$(kn logs multi -c first 2>&1)"
+kn delete pod multi --wait=false >/dev/null
+check_true "multi-container pod deleted" "pod still exists" wait_until 30 pod_gone multi
 
 # --- OOM kill ----------------------------------------------------------------
 
