@@ -120,7 +120,7 @@ func parseFlags() config {
 	flag.IntVar(&cfg.maxPods, "max-pods", 110, "pod capacity of each node")
 	flag.StringVar(&cfg.binDir, "bin-dir", "bin", "directory searched for a container's command before PATH")
 	flag.StringVar(&cfg.podLogDir, "pod-log-dir", ".local/pods", "container logs go to DIR/<namespace>_<pod>/<container>.log")
-	flag.StringVar(&cfg.stateDir, "state-dir", ".local/node-agent", "per-pod service-account files go under this directory")
+	flag.StringVar(&cfg.stateDir, "state-dir", ".local/node-agent", "directory of the per-pod service-account files and of agent.lock, which allows one agent per directory")
 	flag.StringVar(&cfg.podIPRange, "pod-ip-range", "127.0.0.10-127.0.0.250", "loopback addresses handed to pods, FIRST-LAST")
 	flag.Var(&cfg.entrypoints, "image-entrypoint", "SUBSTRING=COMMAND: a container without a command whose image contains SUBSTRING runs COMMAND; repeatable, the first match wins, and the flag replaces the defaults")
 	flag.IntVar(&cfg.logsPort, "kubelet-port", 10350, "HTTPS port on 127.0.0.1 for the kubelet containerLogs endpoint (0 disables it)")
