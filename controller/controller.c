@@ -145,6 +145,46 @@ static int collect_pod(const char *key, struct json_object *pod, void *user)
     return 0;
 }
 
+/*
+ * Looks up, with the API server itself, every worker pod that the cache
+ * lacks once the test has started.  A pod created moments ago may not have
+ * reached the cache yet, and mistaking it for a deleted one would fail the
+ * test for good.  Returns 0, or a negative errno when the API server could
+ * not say (then nothing may be judged lost, and the reconcile is retried).
+ */
+static int confirm_missing_pods(struct controller *c, struct json_object *mst,
+                                const char *ns, const char *test,
+                                struct pod_filter *f)
+{
+    char name[300];
+    int ret = 0;
+
+    if (!get_str(mst, "status", "startTime"))
+        return 0;
+    for (int i = 0; i < f->workers && i < STATUS_MAX_WORKERS && ret == 0;
+         i++) {
+        struct kube_response resp = {0};
+        char *path;
+
+        if (f->pods[i])
+            continue;
+        pods_worker_name(test, i, name, sizeof(name));
+        path = kube_path(NULL, "v1", ns, "pods", name, NULL);
+        ret = path ? kube_get(c->client, path, &resp) : -ENOMEM;
+        if (ret == 0) {
+            f->pods[i] = resp.body;
+            resp.body = NULL;
+        } else if (resp.status == 404) {
+            ret = 0;
+        } else {
+            log_api_error("Failed to get worker Pod", name, &resp, ret);
+        }
+        kube_response_release(&resp);
+        free(path);
+    }
+    return ret;
+}
+
 static int create_pods(struct controller *c, struct json_object *mst,
                        const struct status_plan *plan, const char *ns,
                        const char *key)
@@ -360,6 +400,9 @@ int controller_reconcile(struct controller *c, const char *key)
                                   "workers", &workers))
         filter.workers = json_object_get_int(workers);
     store_foreach(&c->pods.store, collect_pod, &filter);
+    ret = confirm_missing_pods(c, mst, ns, name, &filter);
+    if (ret < 0)
+        goto out_put;
 
     format_time(now, sizeof(now), false);
     ret = status_plan(mst, pods, now, (double)time(NULL), &plan);
@@ -371,6 +414,8 @@ int controller_reconcile(struct controller *c, const char *key)
         ret = act(c, mst, &plan, ns, name, key);
         json_object_put(plan.apply);
     }
+
+out_put:
     for (int i = 0; i < STATUS_MAX_WORKERS; i++)
         json_object_put(pods[i]);
     json_object_put(mst);
