@@ -45,7 +45,7 @@ PROGRAMS += $(BINDIR)/memstress-controller
 endif
 
 .DEFAULT_GOAL := all
-.PHONY: all help deps demo test test-build test-unit test-sanitize bench format \
+.PHONY: all help deps demo demo-worker test test-build test-unit test-sanitize bench format \
         lint clean
 
 all: $(PROGRAMS) ## Build bin/memstress-worker (and the controller when present)
@@ -79,8 +79,11 @@ $(BUILDDIR)/test/%: test/unit/%.c $(WORKER_LIB_OBJS) $(CONTROLLER_LIB_OBJS) \
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka -lm
 
-demo: ## Install, build, and run the worker demo on 127.0.0.1
+demo: ## Install, build, start the local cluster and run a 2-worker test
 	@hack/demo.sh
+
+demo-worker: ## Install, build, and run the worker alone on 127.0.0.1
+	@hack/demo-worker.sh
 
 test-build: $(PROGRAMS) $(UNIT_BINS)
 

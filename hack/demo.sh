@@ -1,59 +1,75 @@
 #!/usr/bin/env bash
-# The demo: builds the worker, starts it on 127.0.0.1, fills 256 MiB while
-# printing its progress, shows the test log, and stops and clears.
+# The demo: the operator's main job on a local cluster, as a user lives it.
 #
-# It stands on its own: it installs what is missing (hack/deps.sh) and
-# builds first.  Set DEMO_PORT to choose the port (default 18080).
+#   1. installs what is missing and builds (the first build of the control
+#      plane from the Kubernetes Go modules takes several minutes);
+#   2. starts the local cluster: control plane, node agent and controller;
+#   3. applies a MemoryStressTest with two workers of 256 MiB each;
+#   4. shows `kubectl get mst` rows until both workers hold their target;
+#   5. curls each worker pod's /status on its pod IP.
+# The cluster keeps running afterwards; `make local-down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port=${DEMO_PORT:-18080}
-url="http://127.0.0.1:$port"
+namespace=memstress-demo
+test_name=fixed-target
+k() { .local/bin/kubectl --kubeconfig .local/kubeconfig "$@"; }
 
+echo "==> Installing dependencies and building"
 hack/deps.sh
 make --no-print-directory all
 
-echo "==> Starting memstress-worker on 127.0.0.1:$port"
-bin/memstress-worker --listen "127.0.0.1:$port" -v 1 &
-worker_pid=$!
-trap 'kill "$worker_pid" 2>/dev/null || true' EXIT
-for ((i = 0; i < 100; i++)); do
-    curl -sf "$url/healthz" >/dev/null 2>&1 && break
-    sleep 0.05
-done
-curl -sf "$url/healthz" >/dev/null || {
-    echo "demo: the worker did not answer on $url/healthz; is the port in use? Set DEMO_PORT." >&2
-    exit 1
-}
+echo "==> Starting the local cluster (hack/local-up.sh)"
+hack/local-up.sh
 
 echo
-echo "==> curl -X POST $url/start -d '{\"memory_mb\": 256, \"duration_seconds\": 5, \"ramp_mb_per_sec\": 128, \"log_interval_sec\": 1}'"
-curl -s -X POST "$url/start" \
-    -d '{"memory_mb": 256, "duration_seconds": 5, "ramp_mb_per_sec": 128, "log_interval_sec": 1}' | jq .
+echo "==> kubectl apply -n $namespace -f manifests/samples/fixed-target.yaml"
+k create namespace "$namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
+k -n "$namespace" delete mst "$test_name" --ignore-not-found --wait=true >/dev/null
+k -n "$namespace" apply -f manifests/samples/fixed-target.yaml
 
 echo
-echo "==> Progress from GET /status (ramped at 128 MiB/s so the build is visible)"
-printf '%-10s %10s %10s %8s %12s\n' STATE MEMORY_MB TARGET_MB NODES SEARCHES
-while :; do
-    status=$(curl -s "$url/status")
-    jq -r '[.state, .memory_mb, .target_mb, .nodes, .searches] | @tsv' <<<"$status" |
-        awk -F'\t' '{ printf "%-10s %10s %10s %8s %12s\n", $1, $2, $3, $4, $5 }'
-    [[ $(jq -r .is_running <<<"$status") == true ]] || break
+echo "==> kubectl get mst -n $namespace (until both workers hold 256Mi)"
+k -n "$namespace" get mst "$test_name"
+deadline=$((SECONDS + 180))
+last=""
+while ((SECONDS < deadline)); do
+    row=$(k -n "$namespace" get mst "$test_name" --no-headers 2>/dev/null || true)
+    # Print a row when something other than the age changed.
+    key=$(awk '{ $NF = ""; print }' <<<"$row")
+    if [[ $key != "$last" ]]; then
+        echo "$row"
+        last=$key
+    fi
+    phase=$(k -n "$namespace" get mst "$test_name" -o jsonpath='{.status.phase}')
+    [[ $phase == Holding || $phase == Succeeded || $phase == Failed ]] && break
     sleep 0.5
 done
+if [[ $phase != Holding && $phase != Succeeded ]]; then
+    echo "demo: the test did not reach Holding (phase '$phase'); see:" >&2
+    echo "  .local/bin/kubectl --kubeconfig .local/kubeconfig -n $namespace describe mst $test_name" >&2
+    exit 1
+fi
 
 echo
-echo "==> GET $url/logs"
-curl -s "$url/logs" | jq -r '.logs[] | "\(.timestamp)  \(.operation)  \(.memory_use_mb) MiB  \(.message)"'
-
-echo
-echo "==> POST $url/clear"
-curl -s -X POST "$url/clear" | jq .
+echo "==> kubectl get pods -n $namespace -o wide"
+k -n "$namespace" get pods -o wide
+for pod in $(k -n "$namespace" get pods -l "memstress.dev/test=$test_name" -o name); do
+    ip=$(k -n "$namespace" get "$pod" -o jsonpath='{.status.podIP}')
+    echo
+    echo "==> curl http://$ip:8080/status   (${pod#pod/})"
+    curl -s "http://$ip:8080/status" |
+        jq '{state, memory_mb, target_mb, limit_mb, percent_base, nodes, searches}'
+done
 
 cat <<EOT
 
-Next:
-  make test     run every suite (unit, API, real cgroup, sanitizers)
-  make bench    time to 1 GiB against stress-ng, idle RSS, /status latency
-  bin/memstress-worker --help
+The test holds its memory for 60 s, then ends Succeeded. Try next:
+  eval "\$(hack/local-up.sh env)"        # kubectl and KUBECONFIG for this cluster
+  kubectl get mst -A -o wide
+  kubectl -n $namespace describe mst $test_name
+  kubectl -n $namespace patch mst $test_name --type merge -p '{"spec":{"stop":true}}'
+  kubectl -n $namespace apply -f manifests/samples/find-oom-limit.yaml
+  curl http://<pod IP>:8080/logs
+  make local-down                        # stop the local cluster
 EOT

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local Kubernetes control plane for tests: etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler built by hack/build-kube.sh, all
-# listening on 127.0.0.1 only, then the node agent (MEMSTRESS_NODE_AGENT=0 skips it).
+# listening on 127.0.0.1 only, then the node agent (MEMSTRESS_NODE_AGENT=0 skips
+# it) and the operator from this checkout (MEMSTRESS_OPERATOR=0 skips it).
 #
 #   hack/local-up.sh                     start, or confirm that it is running
 #   hack/local-up.sh restart-apiserver   stop and start only kube-apiserver
@@ -437,6 +438,11 @@ command_up() {
         "$repo_root/hack/agent-up.sh"
     fi
     # --- end of the node agent addition
+    # The operator runs as a pod on the agent's nodes, so it needs them.
+    # MEMSTRESS_OPERATOR=0 leaves it out.
+    if [[ ${MEMSTRESS_NODE_AGENT:-1} != 0 && ${MEMSTRESS_OPERATOR:-1} != 0 ]]; then
+        "$repo_root/hack/operator-up.sh"
+    fi
 }
 
 # Stops kube-apiserver and starts it again with the same command line, leaving

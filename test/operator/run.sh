@@ -4,9 +4,10 @@
 # stop, TTL, deletion, lost workers, allowOOM, leader election, an API
 # server restart, metrics, and the controller Deployment from manifests/.
 #
-# It brings up the local cluster (hack/local-up.sh, hack/agent-up.sh) if it
-# is not running, uses one namespace per run, and stops the controllers it
-# starts by PID.  Everything listens on 127.0.0.x.
+# It brings up the local cluster (hack/local-up.sh) if it is not running,
+# scales the installed controller to zero while it runs its own, uses one
+# namespace per run, and stops the controllers it starts by PID.  At the end
+# the installed controller is back.  Everything listens on 127.0.0.x.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib.sh
@@ -27,10 +28,8 @@ cleanup() {
     for pid in "${controller_pids[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${controller_pids[@]}"; do wait "$pid" 2>/dev/null; done
     k delete namespace "$ns" --wait=false >/dev/null 2>&1
-    k -n memstress-system delete deployment memstress-controller \
-        --ignore-not-found >/dev/null 2>&1
-    k -n memstress-system delete lease memstress-controller \
-        --ignore-not-found >/dev/null 2>&1
+    # Leave the operator installed as hack/local-up.sh installs it.
+    k apply -k . >/dev/null 2>&1
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -60,6 +59,13 @@ apply_test() {
 # --- the schema -----------------------------------------------------------------
 
 k apply -f crds/ -f manifests/namespace.yaml -f manifests/rbac.yaml >/dev/null
+# The controllers of this suite are started by hand; the installed one would
+# race them for the Lease and the tests.
+k -n memstress-system scale deployment memstress-controller --replicas=0 \
+    >/dev/null 2>&1
+wait_until 60 bash -c "[[ -z \$(.local/bin/kubectl --kubeconfig $kubeconfig -n memstress-system get pods -l app.kubernetes.io/name=memstress-controller -o name) ]]"
+k -n memstress-system delete lease memstress-controller --ignore-not-found \
+    >/dev/null 2>&1
 check_true "CRD established" "not established in 30 s" \
     k wait --for condition=established crd/memorystresstests.memstress.dev --timeout=30s
 k create namespace "$ns" >/dev/null
@@ -294,8 +300,7 @@ check_eq "lease released on shutdown" "" \
 
 # --- the Deployment from manifests/ ----------------------------------------------------
 
-sed 's#image: memstress:0.1.0#image: memstress:dev#; s#value: memstress:0.1.0#value: memstress:dev#' \
-    manifests/controller.yaml | k apply -f - >/dev/null
+k apply -k . >/dev/null
 check_true "controller Deployment becomes available" "not available in 60 s" \
     k -n memstress-system wait --for condition=available deployment/memstress-controller --timeout=60s
 apply_test deployed "  memory: 16Mi
