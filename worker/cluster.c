@@ -24,6 +24,8 @@
 #define MIB      ((int64_t)1 << 20)
 /* How often the status thread looks at the engine. */
 #define STATUS_TICK_MS 250
+/* The same while an allow_oom test nears its limit. */
+#define NEAR_LIMIT_TICK_MS 20
 
 static int spec_error(struct config_error *err, const char *field,
                       const char *message)
@@ -261,11 +263,23 @@ static bool start_test(struct cluster *c, struct json_object *spec,
     return false;
 }
 
+/*
+ * Returns true while an allow_oom build has passed three quarters of the
+ * limit.  The kernel may kill the worker at any moment from there on, and
+ * the memory it last reported is how the test finds the pod's real limit.
+ */
+static bool nearing_oom(const struct engine_status *s, bool allow_oom)
+{
+    return allow_oom && s->state == ENGINE_BUILDING && s->limit.bytes > 0 &&
+           s->rss_bytes / 3 >= s->limit.bytes / 4;
+}
+
 static void *status_loop(void *arg)
 {
     struct cluster *c = arg;
     struct engine_status s;
     enum engine_state written = ENGINE_IDLE;
+    uint64_t written_rss = 0;
     double last_write = 0, interval;
     struct json_object *spec = fetch_spec(c);
 
@@ -281,12 +295,15 @@ static void *status_loop(void *arg)
         bool changed = s.state != written;
         bool due = engine_is_running(s.state) &&
                    now_seconds() - last_write >= interval;
+        bool near = nearing_oom(&s, c->engine->config.allow_oom);
+        bool grew = near && s.rss_bytes >= written_rss + s.limit.bytes / 50;
 
-        if ((changed || due) && apply_status(c, &s) == 0) {
+        if ((changed || due || grew) && apply_status(c, &s) == 0) {
             written = s.state;
+            written_rss = s.rss_bytes;
             last_write = now_seconds();
         }
-        sleep_ms(STATUS_TICK_MS);
+        sleep_ms(near ? NEAR_LIMIT_TICK_MS : STATUS_TICK_MS);
     }
     return NULL;
 }

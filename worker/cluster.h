@@ -7,7 +7,10 @@
  * Each worker applies its entry under its own field manager, so the workers
  * of one test never overwrite each other's entries, and the controller's
  * fields (phase, conditions) stay the controller's.  Writes happen on every
- * change of state and otherwise at most once per log interval.
+ * change of state and otherwise at most once per log interval.  The one
+ * exception: an allow_oom build past three quarters of its memory limit also
+ * writes each time it grew by another 2% of the limit, so that the memory
+ * last reported before the OOM kill is within a few MiB of the real limit.
  */
 #ifndef WORKER_CLUSTER_H
 #define WORKER_CLUSTER_H

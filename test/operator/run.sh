@@ -238,7 +238,7 @@ check_true "allowOOM test succeeds at the kill" "phase: $(mst_field oom '{.statu
 check_eq "OOM kill recorded" OOMKilled \
     "$(mst_field oom '{.status.workers[0].reason}')"
 check_eq "oomKills counted" 1 "$(mst_field oom '{.status.oomKills}')"
-check_range "memory reached just under the limit" 60000000 100663296 \
+check_range "memory reached near the 96Mi limit" 90596966 110729625 \
     "$(mst_field oom '{.status.workers[0].memoryBytes}')"
 check_eq "Succeeded reason names the limit" OOMLimitFound \
     "$(mst_field oom '{.status.conditions[?(@.type=="Succeeded")].reason}')"
