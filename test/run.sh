@@ -62,7 +62,15 @@ run_suite() {
     add_counts "$log" "$suite/$variant"
 }
 
-suites=(api cgroup kube cluster agent operator image)
+suites=(api cgroup kube cluster agent operator e2e image)
+# Suites start the local cluster as they need it; stop it at the end unless
+# it was already running before.
+if hack/local-up.sh status >/dev/null 2>&1; then
+    cluster_was_up=1
+else
+    cluster_was_up=0
+fi
+
 case "${1:-all}" in
 all)
     run_unit release
@@ -77,6 +85,10 @@ unit)
     run_suite "$1" "${2:-release}"
     ;;
 esac
+
+if [[ $cluster_was_up == 0 ]] && hack/local-up.sh status >/dev/null 2>&1; then
+    hack/local-down.sh >/dev/null 2>&1 || echo "== local-down failed; run make local-down"
+fi
 
 echo
 echo "$total_passed passed, $total_failed failed"

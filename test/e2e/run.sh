@@ -9,6 +9,8 @@ cd "$(dirname "$0")/../.."
 source test/lib.sh
 
 hack/local-up.sh >/dev/null 2>&1 || { echo "local-up failed; run hack/local-up.sh"; exit 1; }
+# Runs the controller binary of this checkout, even if an older pod runs.
+hack/operator-up.sh --restart >/dev/null 2>&1 || { echo "operator-up failed"; exit 1; }
 kubeconfig=$PWD/.local/kubeconfig
 k() { .local/bin/kubectl --kubeconfig "$kubeconfig" "$@"; }
 ns=memstress-e2e-$$
