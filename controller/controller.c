@@ -161,8 +161,7 @@ static int confirm_missing_pods(struct controller *c, struct json_object *mst,
 
     if (!get_str(mst, "status", "startTime"))
         return 0;
-    for (int i = 0; i < f->workers && i < STATUS_MAX_WORKERS && ret == 0;
-         i++) {
+    for (int i = 0; i < f->workers && i < STATUS_MAX_WORKERS && ret == 0; i++) {
         struct kube_response resp = {0};
         char *path;
 

@@ -2,7 +2,7 @@
  * memstress-controller: watches MemoryStressTest resources and runs their
  * worker pods.
  *
- * Start-up order: the HTTP endpoints first (so probes answer while a
+ * Start-up order: the HTTP endpoints first (so probes succeed while a
  * replica waits for the Lease), then leader election when asked for, then
  * the caches and the reconcile workers.  SIGTERM and SIGINT are taken with
  * sigwait() in a dedicated thread; shutdown stops the workers, the watches

@@ -1,6 +1,6 @@
 /*
- * One list holds every key the queue knows; each item says whether the key
- * is ready, waiting until a time, being processed, or only remembered for
+ * One list contains every key of the queue.  Each item records whether the
+ * key is ready, waiting until a time, being processed, or only remembered for
  * its failure count.  A linear scan is fine for the few thousand keys a
  * controller holds, and it keeps every state change in one place.
  */

@@ -23,10 +23,10 @@ struct queue_item;
 struct queue {
     pthread_mutex_t lock;
     pthread_cond_t changed;
-    struct queue_item *items; /* every key the queue knows, in one list */
+    struct queue_item *items; /* every key in the queue, in one list */
     bool shutting_down;
     double base_delay; /* first backoff, seconds */
-    double max_delay;  /* longest backoff, seconds */
+    double max_delay;  /* maximum backoff, seconds */
     double qps;        /* overall rate of rate-limited adds */
     double burst;
     double tokens;

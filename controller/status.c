@@ -97,7 +97,7 @@ static struct json_object *find_entry(struct json_object *status,
     return NULL;
 }
 
-/* Sets w->lost from the pod; started says whether a missing pod is lost. */
+/* Sets w->lost from the pod.  A missing pod is lost only once started. */
 static void classify_pod(struct worker_view *w, struct json_object *pod,
                          bool started)
 {
