@@ -79,6 +79,9 @@ type agent struct {
 	cgroups *cgroupManager
 	ips     *ipPool
 	started time.Time
+	// ctx ends when the agent gets SIGTERM or SIGINT. Retries of API
+	// writes stop with it.
+	ctx context.Context
 
 	mu       sync.Mutex
 	stopping bool
@@ -87,8 +90,10 @@ type agent struct {
 	// later update event does not run them again. Entries go when the pod
 	// object is deleted.
 	finished map[types.UID]bool
-	wg       sync.WaitGroup
-	podStore cache.Store
+	// finalizing lists pods whose final delete is being sent or retried.
+	finalizing map[types.UID]bool
+	wg         sync.WaitGroup
+	podStore   cache.Store
 }
 
 func main() {
@@ -143,12 +148,13 @@ func parseFlags() config {
 func run(cfg config, logger *slog.Logger) error {
 	var err error
 	a := &agent{
-		cfg:      cfg,
-		log:      logger,
-		nodes:    map[string]bool{},
-		workers:  map[types.UID]*podWorker{},
-		finished: map[types.UID]bool{},
-		started:  time.Now(),
+		cfg:        cfg,
+		log:        logger,
+		nodes:      map[string]bool{},
+		workers:    map[types.UID]*podWorker{},
+		finished:   map[types.UID]bool{},
+		finalizing: map[types.UID]bool{},
+		started:    time.Now(),
 	}
 	for _, dir := range []*string{&a.cfg.binDir, &a.cfg.podLogDir, &a.cfg.stateDir} {
 		if *dir, err = filepath.Abs(*dir); err != nil {
@@ -196,6 +202,7 @@ func run(cfg config, logger *slog.Logger) error {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
+	a.ctx = ctx
 
 	if cfg.logsPort > 0 {
 		if err := a.serveContainerLogs(ctx); err != nil {
@@ -255,7 +262,7 @@ func (a *agent) loadAPIServerEndpoint(restConfig *rest.Config) error {
 }
 
 func (a *agent) startPodInformer(ctx context.Context) {
-	factory := informers.NewSharedInformerFactory(a.client, 0)
+	factory := informers.NewSharedInformerFactory(a.client, podResyncPeriod)
 	informer := factory.Core().V1().Pods().Informer()
 	a.podStore = informer.GetStore()
 	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -302,6 +309,8 @@ func (a *agent) handlePod(obj any) {
 	}
 	terminal := pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed
 	if a.finished[pod.UID] || terminal {
+		// Every event and every resync of a deleted pod lands here until
+		// its object is gone, so a delete that failed is sent again.
 		if pod.DeletionTimestamp != nil {
 			go a.finalizeDeletion(pod)
 		}
@@ -336,11 +345,17 @@ func (a *agent) handlePodGone(pod *v1.Pod) {
 	}
 }
 
-// workerDone removes a worker whose goroutine has returned.
-func (a *agent) workerDone(w *podWorker, finished bool) {
+// workerDone removes a worker whose goroutine has returned, and records its
+// pod as finished so that later events do not start it again. A pod whose
+// object is gone is not recorded, because handlePodGone has already
+// removed its entry and nothing would remove a new one.
+func (a *agent) workerDone(w *podWorker) {
+	w.mu.Lock()
+	reason, pod := w.stopReason, w.pod
+	w.mu.Unlock()
 	a.mu.Lock()
 	delete(a.workers, w.uid)
-	if finished {
+	if reason != stopObjectGone && a.podCached(pod) {
 		a.finished[w.uid] = true
 	}
 	a.mu.Unlock()

@@ -95,7 +95,10 @@ func newPodWorker(a *agent, pod *v1.Pod) *podWorker {
 }
 
 // update stores a newer pod object and starts termination when it carries a
-// deletionTimestamp.
+// deletionTimestamp. Otherwise it wakes the worker to write the status when
+// the object's status differs from the desired one, which repairs a status
+// write that was lost, for example during an apiserver restart. The
+// informer's periodic resync calls update for every pod.
 func (w *podWorker) update(pod *v1.Pod) {
 	w.mu.Lock()
 	w.pod = pod
@@ -106,6 +109,10 @@ func (w *podWorker) update(pod *v1.Pod) {
 			grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
 		}
 		w.stop(stopDeleted, grace)
+		return
+	}
+	if w.statusStale(pod) {
+		w.kick()
 	}
 }
 
@@ -152,14 +159,51 @@ func (w *podWorker) kick() {
 	}
 }
 
+// run owns the pod from setup to clean-up. A status write that fails is
+// retried with back-off, and a newer status replaces the one that failed.
+// The worker returns only once the final status of a finished pod has been
+// written, or the pod is stopped.
 func (w *podWorker) run() {
-	finished := false
-	defer func() { w.a.workerDone(w, finished) }()
+	defer w.a.workerDone(w)
+	statusPending := true
+	var statusRetry <-chan time.Time
+	var backoff retryBackoff
+	attempt := 0
+	// writeStatus writes the status unless a retry is already scheduled,
+	// and schedules one when the write fails.
+	writeStatus := func() {
+		if !statusPending || statusRetry != nil {
+			return
+		}
+		attempt++
+		err := w.syncStatus()
+		if err == nil {
+			if attempt > 1 {
+				w.log.Info("pod status written after retries", "attempts", attempt)
+			}
+			statusPending, attempt = false, 0
+			backoff.reset()
+			return
+		}
+		delay := backoff.next()
+		statusRetry = time.After(delay)
+		w.log.Error("failed to update the pod status; retrying", "attempt", attempt,
+			"retryIn", delay.Round(time.Millisecond).String(), "err", err)
+	}
+
 	if w.lostMessage != "" && w.pod.Spec.RestartPolicy == v1.RestartPolicyNever {
 		w.log.Info("pod lost its containers in an agent restart; marking it failed")
 		w.markLost()
-		w.syncStatus()
-		finished = true
+		for writeStatus(); statusPending; writeStatus() {
+			select {
+			case <-statusRetry:
+				statusRetry = nil
+			case <-w.stopCh:
+				w.finalizeIfDeleted()
+				return
+			}
+		}
+		w.finalizeIfDeleted()
 		return
 	}
 	if !w.setUpSandbox() {
@@ -167,34 +211,47 @@ func (w *podWorker) run() {
 		w.finalizeIfDeleted()
 		return
 	}
-	w.syncStatus()
+	writeStatus()
 
 	allDone := make(chan struct{})
 	go func() {
 		w.runContainers()
 		close(allDone)
 	}()
+	containersDone := allDone
 	tokenTimer := time.NewTimer(w.tokenRefreshDelay())
 	defer tokenTimer.Stop()
+	tokenRefresh := tokenTimer.C
 	for {
 		select {
 		case <-w.dirty:
-			w.syncStatus()
-		case <-tokenTimer.C:
+			statusPending = true
+		case <-statusRetry:
+			statusRetry = nil
+		case <-tokenRefresh:
 			if err := w.writeToken(); err != nil {
 				w.log.Error("failed to refresh the service-account token; retrying in 30s", "err", err)
 				tokenTimer.Reset(30 * time.Second)
 			} else {
 				tokenTimer.Reset(w.tokenRefreshDelay())
 			}
-		case <-allDone:
-			w.syncStatus()
+		case <-containersDone:
+			// Nothing runs any more, so the pod's resources go at once,
+			// even when the final status still waits for the apiserver.
+			containersDone, tokenRefresh = nil, nil
 			w.tearDown()
-			w.log.Info("pod finished", "phase", w.phase())
-			finished = true
-			return
+			statusPending = true
 		case <-w.stopCh:
+			if containersDone == nil {
+				w.finalizeIfDeleted()
+				return
+			}
 			w.terminate(allDone)
+			return
+		}
+		writeStatus()
+		if containersDone == nil && !statusPending {
+			w.log.Info("pod finished", "phase", w.phase())
 			return
 		}
 	}
@@ -218,7 +275,11 @@ func (w *podWorker) terminate(allDone chan struct{}) {
 	wg.Wait()
 	<-allDone
 	if reason == stopDeleted {
-		w.syncStatus()
+		// Best effort: the pod object is about to be deleted, and
+		// finalizeDeletion retries that delete.
+		if err := w.syncStatus(); err != nil {
+			w.log.Error("failed to write the final status of a deleted pod", "err", err)
+		}
 	}
 	w.tearDown()
 	w.finalizeIfDeleted()
@@ -265,7 +326,9 @@ func (w *podWorker) reportSetupError(err error) {
 		}
 	}
 	w.mu.Unlock()
-	w.syncStatus()
+	if err := w.syncStatus(); err != nil {
+		w.log.Error("failed to update the pod status", "err", err)
+	}
 }
 
 func (w *podWorker) trySetUpSandbox() error {
@@ -373,29 +436,6 @@ func (w *podWorker) tearDown() {
 	w.a.ips.release(w.uid)
 }
 
-// finalizeDeletion removes a deleted pod's object once nothing of it runs:
-// a delete with grace period 0 and a UID precondition, as the kubelet
-// sends. Its log directory goes with it.
-func (a *agent) finalizeDeletion(pod *v1.Pod) {
-	a.removePodFiles(pod)
-	zero := int64(0)
-	options := metav1.DeleteOptions{
-		GracePeriodSeconds: &zero,
-		Preconditions:      &metav1.Preconditions{UID: &pod.UID},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := a.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, options)
-	switch {
-	case err == nil:
-		a.log.Info("pod deleted", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID)
-	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
-		// Gone already, or replaced by a new pod with the same name.
-	default:
-		a.log.Error("failed to delete pod", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID, "err", err)
-	}
-}
-
 // removePodFiles removes a pod's container logs and service-account files.
 // The log directory is named after the pod, so it stays when a new pod with
 // the same name already runs, as after a forced deletion.
@@ -477,9 +517,12 @@ func (w *podWorker) phaseLocked() v1.PodPhase {
 }
 
 // syncStatus writes the pod status with a JSON merge patch on pods/status.
-// The patch carries metadata.uid, so it fails on a new pod with the same
-// name.
-func (w *podWorker) syncStatus() {
+// The patch carries metadata.uid, so it fails with a conflict on a new pod
+// with the same name. It returns nil when the pod is gone or replaced, or
+// when the apiserver rejects the status as invalid, because no retry can
+// write that status. It returns other errors, such as a refused connection
+// during an apiserver restart, for the caller to retry.
+func (w *podWorker) syncStatus() error {
 	w.mu.Lock()
 	pod := w.pod
 	status := w.buildStatusLocked(pod)
@@ -490,14 +533,22 @@ func (w *podWorker) syncStatus() {
 	})
 	if err != nil {
 		w.log.Error("failed to encode the pod status", "err", err)
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = w.a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch,
 		metav1.PatchOptions{}, "status")
-	if err != nil && !apierrors.IsNotFound(err) {
-		w.log.Error("failed to update the pod status", "err", err)
+	switch {
+	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return nil
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		// The informer's next resync writes the status again if it still
+		// differs, which bounds these attempts to one per resync period.
+		w.log.Error("apiserver rejected the pod status; not retrying", "err", err)
+		return nil
+	default:
+		return err
 	}
 }
 

@@ -4,13 +4,16 @@
 # Leases, a worker pod with a 128Mi memory limit and readiness, the downward
 # API, and the service-account token inside the pod's mount namespace. Then
 # an OOM kill, exit codes, a liveness failure, a restart, graceful and forced
-# deletion, an init container before two containers, and an agent stop that
-# leaves no process or cgroup behind.
+# deletion, an init container before two containers, pod deletion and
+# readiness during an apiserver restart, and an agent stop that leaves no
+# process or cgroup behind.
 #
 # Starts the control plane (hack/local-up.sh) and the agent when they are not
 # running. An agent that the suite started is stopped at the end, which
 # checks its clean-up. One that was running before is left running. Needs root
-# for the memory cgroups, and bin/memstress-worker (make).
+# for the memory cgroups, and bin/memstress-worker (make). The apiserver
+# restart disturbs every client of the cluster for up to half a minute, and
+# the suite leaves the apiserver running.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # shellcheck source=test/lib.sh
@@ -58,6 +61,26 @@ pod_gone() {
     ! kn get pod "$1" >/dev/null 2>&1
 }
 
+# Succeeds when none of the named pods exists any more.
+pods_gone() {
+    [[ -z "$(kn get pod "$@" -o name --ignore-not-found 2>/dev/null)" ]] && kn get pods >/dev/null 2>&1
+}
+
+# Succeeds when the pod's Ready condition is False, not when it is unknown.
+pod_not_ready() {
+    [[ "$(pod_field "$1" '.status.conditions[?(@.type=="Ready")].status')" == False ]]
+}
+
+apiserver_up() {
+    k get --raw /readyz --request-timeout=2s >/dev/null 2>&1
+}
+
+# Succeeds once the apiserver fails its readiness request or the process PID
+# (the restart) has exited, whichever comes first.
+apiserver_down_or_exited() {
+    ! apiserver_up || pid_gone "$1"
+}
+
 pid_gone() {
     [[ ! -d /proc/$1 ]] || [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" == Z ]]
 }
@@ -81,6 +104,13 @@ pod_cgroup() {
 }
 
 cleanup() {
+    # A restart that failed half-way must not leave the cluster without
+    # its apiserver.
+    if ! wait_until 30 apiserver_up; then
+        echo "note: kube-apiserver is not answering; starting it again"
+        hack/local-up.sh restart-apiserver >/dev/null 2>&1 ||
+            echo "note: hack/local-up.sh restart-apiserver failed; run it by hand"
+    fi
     if k get namespace "$namespace" >/dev/null 2>&1; then
         k delete namespace "$namespace" --wait=false >/dev/null 2>&1
         wait_until 90 bash -c "! '$kubectl' --kubeconfig '$kubeconfig' get namespace '$namespace'" ||
@@ -416,6 +446,112 @@ forced_pid=$(pod_field forced '.status.containerStatuses[0].containerID')
 forced_pid=${forced_pid#memstress://}
 kn delete pod forced --force --grace-period=0 >/dev/null 2>&1
 check_true "force-deleted pod process gone" "PID $forced_pid still exists" wait_until 15 pid_gone "$forced_pid"
+
+# --- apiserver restart -------------------------------------------------------
+
+# A pod deleted right before kube-apiserver restarts must still be removed,
+# and readiness results found while the apiserver is down must reach it once
+# it is back. The agent's writes fail during the restart, so this checks
+# their retries and the informer resync. The doomed pod exits on SIGTERM
+# only once the apiserver is down, so that the agent's final delete of it
+# fails at first.
+cat >"$tmp/doomed.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: doomed
+spec:
+  terminationGracePeriodSeconds: 90
+  containers:
+  - name: doomed
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      trap 'touch $tmp/doomed.sigterm; until [ -e $tmp/doomed.release ]; do sleep 0.2; done; exit 0' TERM
+      while :; do sleep 0.2; done
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 1
+EOF
+cat >"$tmp/newcomer.yaml" <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: newcomer
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: worker
+    image: memstress-worker:test
+    command: [memstress-worker, --listen, "$(POD_IP):8080"]
+    env:
+    - name: POD_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    readinessProbe:
+      httpGet: {path: /readyz, port: 8080}
+      periodSeconds: 1
+EOF
+cat >"$tmp/flipper.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: flipper
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sleeper
+    image: busybox
+    command: [sleep, "600"]
+    readinessProbe:
+      exec: {command: [test, -e, $tmp/flipper.ready]}
+      periodSeconds: 1
+EOF
+kn apply -f "$tmp/doomed.yaml" >/dev/null
+kn apply -f "$tmp/flipper.yaml" >/dev/null
+check_true "doomed pod Ready before restart" "status: $(pod_field doomed .status)" \
+    wait_until 60 pod_ready doomed
+check_true "flipper pod Running, not Ready" "status: $(pod_field flipper .status)" \
+    wait_until 60 pod_not_ready flipper
+doomed_pid=$(pod_field doomed '.status.containerStatuses[0].containerID')
+doomed_pid=${doomed_pid#memstress://}
+
+kn delete pod doomed --wait=false >/dev/null
+kn apply -f "$tmp/newcomer.yaml" >/dev/null
+check_true "deleted pod gets SIGTERM" "no $tmp/doomed.sigterm after 30s" \
+    wait_until 30 test -e "$tmp/doomed.sigterm"
+hack/local-up.sh restart-apiserver >"$tmp/restart.log" 2>&1 &
+restart_pid=$!
+# The doomed pod's process exits and the flipper's probe starts to pass
+# while the apiserver is down, so the agent's first writes for both fail.
+wait_until 60 apiserver_down_or_exited "$restart_pid"
+touch "$tmp/doomed.release" "$tmp/flipper.ready"
+wait "$restart_pid"
+restart_status=$?
+check_eq "apiserver restart succeeds" 0 "$restart_status"
+[[ $restart_status -eq 0 ]] || tail -n 5 "$tmp/restart.log" | sed 's/^/     /'
+check_true "apiserver ready after restart" "GET /readyz failed for 60s" wait_until 60 apiserver_up
+restarted=$SECONDS
+# Each wait is followed by a check of the final state, so that a failure
+# shows the state after the wait.
+ready_condition='.status.conditions[?(@.type=="Ready")].status'
+wait_until 60 pod_gone doomed
+check_eq "deleted pod removed after restart" "" \
+    "$(kn get pod doomed -o name --ignore-not-found 2>&1)"
+check_true "deleted pod's process gone" "PID $doomed_pid still exists" wait_until 10 pid_gone "$doomed_pid"
+wait_until 60 pod_ready newcomer
+check_eq "new pod Ready after restart" True "$(pod_field newcomer "$ready_condition")"
+wait_until 60 pod_ready flipper
+check_eq "readiness True reaches API after restart" True "$(pod_field flipper "$ready_condition")"
+echo "     restart to converged: $((SECONDS - restarted))s"
+rm -f "$tmp/flipper.ready"
+wait_until 30 pod_not_ready flipper
+check_eq "readiness False reaches API after restart" False "$(pod_field flipper "$ready_condition")"
+kn delete pod newcomer flipper --wait=false >/dev/null
+wait_until 30 pods_gone newcomer flipper
+check_eq "pods deleted after restart removed" "" \
+    "$(kn get pod newcomer flipper -o name --ignore-not-found 2>&1)"
 
 # --- namespace clean-up and agent stop --------------------------------------
 
