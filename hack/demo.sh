@@ -30,13 +30,13 @@ k -n "$namespace" apply -f manifests/samples/fixed-target.yaml
 
 echo
 echo "==> kubectl get mst -n $namespace (until both workers hold 256Mi)"
-k -n "$namespace" get mst "$test_name"
+k -n "$namespace" get mst "$test_name" | head -n 1
 deadline=$((SECONDS + 180))
 last=""
 while ((SECONDS < deadline)); do
     row=$(k -n "$namespace" get mst "$test_name" --no-headers 2>/dev/null || true)
     # Print a row when something other than the age changed.
-    key=$(awk '{ $NF = ""; print }' <<<"$row")
+    key=$(awk '{ $NF = ""; $1 = $1; print }' <<<"$row")
     if [[ $key != "$last" ]]; then
         echo "$row"
         last=$key
