@@ -42,9 +42,11 @@ wait_count() {
     return 1
 }
 
+# Memory-only resources: the default Guaranteed QoS also requests a quarter
+# core per worker, and 50 of those do not fit the agent's two 2-CPU nodes.
 test_yaml() { # NAME MEMORY [NODE-SELECTOR]
-    printf -- '---\napiVersion: memstress.dev/v1alpha1\nkind: MemoryStressTest\nmetadata:\n  name: %s\nspec:\n  memory: %s\n  durationSeconds: 600\n' "$1" "$2"
-    [[ -z ${3:-} ]] || printf '  template:\n    nodeSelector:\n      kubernetes.io/hostname: %s\n' "$3"
+    printf -- '---\napiVersion: memstress.dev/v1alpha1\nkind: MemoryStressTest\nmetadata:\n  name: %s\nspec:\n  memory: %s\n  durationSeconds: 600\n  template:\n    resources:\n      limits:\n        memory: 48Mi\n' "$1" "$2"
+    [[ -z ${3:-} ]] || printf '    nodeSelector:\n      kubernetes.io/hostname: %s\n' "$3"
 }
 
 echo "memstress operator load figures, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
