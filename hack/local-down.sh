@@ -82,7 +82,9 @@ else
     requested=("${all_components[@]}")
     # --- node agent (hack/node-agent/): stopped first, while the apiserver
     # still takes its last node and pod updates.
-    "$repo_root/hack/agent-down.sh" || status_agent=1
+    if [[ ${MEMSTRESS_NODE_AGENT:-1} != 0 ]]; then
+        "$repo_root/hack/agent-down.sh" || status_agent=1
+    fi
     # --- end of the node agent addition
 fi
 

@@ -52,6 +52,8 @@ start_control_plane() {
     export MEMSTRESS_APISERVER_PORT=$(free_port)
     export MEMSTRESS_CONTROLLER_MANAGER_PORT=$(free_port)
     export MEMSTRESS_SCHEDULER_PORT=$(free_port)
+    # A control plane only: no node agent and no operator in this copy.
+    export MEMSTRESS_NODE_AGENT=0
     log "starting a private control plane in $work"
     "$work/hack/local-up.sh" >"$work/up.log" 2>&1
 }
