@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "controller/status.h"
+#include "kube/clock.h"
 #include "kube/klog.h"
 
 #define GROUP    "memstress.dev"
@@ -24,14 +25,6 @@
 const double controller_duration_bounds[CONTROLLER_DURATION_BUCKETS] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *get_str(struct json_object *obj, const char *a,
                            const char *b)
@@ -221,21 +214,6 @@ static int create_pods(struct controller *c, struct json_object *mst,
     return ret;
 }
 
-static void format_time(char *buf, size_t size, bool micro)
-{
-    struct timeval tv;
-    struct tm tm;
-    char base[32];
-
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    if (micro)
-        snprintf(buf, size, "%s.%06ldZ", base, (long)tv.tv_usec);
-    else
-        snprintf(buf, size, "%sZ", base);
-}
-
 static void emit_event(struct controller *c, struct json_object *mst,
                        const char *ns, const struct status_plan *plan)
 {
@@ -248,7 +226,7 @@ static void emit_event(struct controller *c, struct json_object *mst,
     char *path = kube_path(NULL, "v1", ns, "events", NULL, NULL);
     const char *name = get_str(mst, "metadata", "name");
 
-    format_time(now, sizeof(now), false);
+    clock_format_utc(now, sizeof(now), false);
     snprintf(prefix, sizeof(prefix), "%s.", name);
     json_object_object_add(metadata, "generateName",
                            json_object_new_string(prefix));
@@ -403,7 +381,7 @@ int controller_reconcile(struct controller *c, const char *key)
     if (ret < 0)
         goto out_put;
 
-    format_time(now, sizeof(now), false);
+    clock_format_utc(now, sizeof(now), false);
     ret = status_plan(mst, pods, now, (double)time(NULL), &plan);
     if (ret < 0) {
         KLOG_ERROR("Invalid MemoryStressTest", "spec or metadata missing",
@@ -440,10 +418,10 @@ static void *worker_loop(void *arg)
     while (!controller_synced(c) && !atomic_load(&c->stop))
         nanosleep(&pause, NULL);
     while (queue_get(&c->queue, key) == 0) {
-        double start = now_seconds();
+        double start = clock_monotonic();
         int ret = controller_reconcile(c, key);
 
-        record_duration(c, now_seconds() - start);
+        record_duration(c, clock_monotonic() - start);
         atomic_fetch_add(&c->metrics.reconciles, 1);
         if (ret < 0) {
             atomic_fetch_add(&c->metrics.errors, 1);

@@ -12,27 +12,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "kube/clock.h"
 #include "kube/klog.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void micro_time(char *buf, size_t size)
-{
-    struct timeval tv;
-    struct tm tm;
-    char base[32];
-
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, size, "%s.%06ldZ", base, (long)tv.tv_usec);
-}
 
 int leader_init(struct leader *l, struct kube_client *client,
                 const char *namespace, const char *name, const char *identity,
@@ -102,7 +83,7 @@ static void observe(struct leader *l, const char *holder, const char *renew)
         strcmp(renew, l->observed_renew) != 0 || l->observed_at == 0) {
         snprintf(l->observed_holder, sizeof(l->observed_holder), "%s", holder);
         snprintf(l->observed_renew, sizeof(l->observed_renew), "%s", renew);
-        l->observed_at = now_seconds();
+        l->observed_at = clock_monotonic();
     }
 }
 
@@ -167,7 +148,7 @@ int leader_try(struct leader *l)
     char now[40];
     int ret;
 
-    micro_time(now, sizeof(now));
+    clock_format_utc(now, sizeof(now), true);
     ret = kube_get(l->client, l->path, &resp);
     if (ret < 0) {
         long status = resp.status;
@@ -180,7 +161,7 @@ int leader_try(struct leader *l)
     observe(l, holder, spec_str(spec, "renewTime"));
 
     if (*holder && strcmp(holder, l->identity) != 0 &&
-        now_seconds() - l->observed_at < l->lease_duration_s) {
+        clock_monotonic() - l->observed_at < l->lease_duration_s) {
         kube_response_release(&resp);
         return 0;
     }
@@ -203,7 +184,7 @@ int leader_acquire(struct leader *l, const atomic_bool *stop)
               l->identity, NULL);
     while (!atomic_load(stop)) {
         if (leader_try(l) == 1) {
-            l->last_renew = now_seconds();
+            l->last_renew = clock_monotonic();
             atomic_store(&l->is_leader, true);
             KLOG_INFO(0, "Acquired Lease", "lease", l->path, "identity",
                       l->identity, NULL);
@@ -244,10 +225,10 @@ int leader_hold(struct leader *l, const atomic_bool *stop)
         if (atomic_load(stop))
             break;
         if (leader_try(l) == 1) {
-            l->last_renew = now_seconds();
+            l->last_renew = clock_monotonic();
             continue;
         }
-        if (now_seconds() - l->last_renew > l->renew_deadline_s) {
+        if (clock_monotonic() - l->last_renew > l->renew_deadline_s) {
             atomic_store(&l->is_leader, false);
             KLOG_ERROR("Lost Lease", "renew deadline passed", "lease", l->path,
                        "identity", l->identity, NULL);

@@ -6,6 +6,8 @@
  */
 #include "controller/queue.h"
 
+#include "kube/clock.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,14 +25,6 @@ struct queue_item {
     int failures;
 };
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int queue_init(struct queue *q, double qps, int burst)
 {
     pthread_condattr_t attr;
@@ -46,7 +40,7 @@ int queue_init(struct queue *q, double qps, int burst)
     q->qps = qps;
     q->burst = burst;
     q->tokens = burst;
-    q->tokens_at = now_seconds();
+    q->tokens_at = clock_monotonic();
     return 0;
 }
 
@@ -100,7 +94,7 @@ static void schedule(struct queue *q, struct queue_item *item, double due)
     } else {
         item->queued = true;
         item->due = due;
-        item->added_at = now_seconds();
+        item->added_at = clock_monotonic();
     }
     pthread_cond_broadcast(&q->changed);
 }
@@ -117,14 +111,14 @@ void queue_add_after(struct queue *q, const char *key, double delay)
     pthread_mutex_lock(&q->lock);
     item = q->shutting_down ? NULL : lookup(q, key, true);
     if (item)
-        schedule(q, item, delay > 0 ? now_seconds() + delay : 0);
+        schedule(q, item, delay > 0 ? clock_monotonic() + delay : 0);
     pthread_mutex_unlock(&q->lock);
 }
 
 /* Takes one token from the bucket; returns the wait for it in seconds. */
 static double take_token(struct queue *q)
 {
-    double now = now_seconds(), wait;
+    double now = clock_monotonic(), wait;
 
     if (q->qps <= 0)
         return 0;
@@ -152,7 +146,7 @@ double queue_add_rate_limited(struct queue *q, const char *key)
         limit = take_token(q);
         if (limit > backoff)
             backoff = limit;
-        schedule(q, item, now_seconds() + backoff);
+        schedule(q, item, clock_monotonic() + backoff);
     }
     pthread_mutex_unlock(&q->lock);
     return backoff;
@@ -225,7 +219,7 @@ int queue_get(struct queue *q, char *key)
 
     pthread_mutex_lock(&q->lock);
     while (!q->shutting_down) {
-        item = pick(q, now_seconds(), &next_due);
+        item = pick(q, clock_monotonic(), &next_due);
         if (item)
             break;
         wait_until(q, next_due);

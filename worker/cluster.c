@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "kube/clock.h"
 #include "kube/klog.h"
 #include "kube/quantity.h"
 
@@ -119,15 +120,6 @@ int cluster_config_from_spec(struct json_object *spec, struct stress_config *c,
     return 0;
 }
 
-static void format_now(char *buf, size_t size)
-{
-    time_t now = time(NULL);
-    struct tm tm;
-
-    gmtime_r(&now, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void add_string(struct json_object *obj, const char *key,
                        const char *value)
 {
@@ -186,7 +178,7 @@ static int apply_status(struct cluster *c, struct engine_status *s)
     char now[32];
     int ret;
 
-    format_now(now, sizeof(now));
+    clock_format_utc(now, sizeof(now), false);
     ret = logring_last(&c->engine->logs, &last);
     body = cluster_status_entry(&c->options, s, ret == 0 ? &last : NULL, now);
     ret = kube_apply(c->client, c->status_path, body, c->field_manager, true,
@@ -206,14 +198,6 @@ static void sleep_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 
     nanosleep(&ts, NULL);
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Fetches the test until it exists; returns its spec, or NULL on stop. */
@@ -294,14 +278,14 @@ static void *status_loop(void *arg)
         engine_status(c->engine, &s);
         bool changed = s.state != written;
         bool due = engine_is_running(s.state) &&
-                   now_seconds() - last_write >= interval;
+                   clock_monotonic() - last_write >= interval;
         bool near = nearing_oom(&s, c->engine->config.allow_oom);
         bool grew = near && s.rss_bytes >= written_rss + s.limit.bytes / 50;
 
         if ((changed || due || grew) && apply_status(c, &s) == 0) {
             written = s.state;
             written_rss = s.rss_bytes;
-            last_write = now_seconds();
+            last_write = clock_monotonic();
         }
         sleep_ms(near ? NEAR_LIMIT_TICK_MS : STATUS_TICK_MS);
     }

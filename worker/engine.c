@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kube/clock.h"
 #include "kube/klog.h"
 
 #define MIB        ((uint64_t)1 << 20)
@@ -57,14 +58,6 @@ const char *engine_outcome_name(enum engine_outcome outcome)
 bool engine_is_running(enum engine_state state)
 {
     return state == ENGINE_BUILDING || state == ENGINE_SEARCHING;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static double seconds_since(const struct timespec *start)
@@ -115,7 +108,7 @@ static bool wait_until(struct engine *engine, double deadline)
     ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
     pthread_mutex_lock(&engine->lock);
     while (!(stop = atomic_load(&engine->stop_requested)) &&
-           now_seconds() < deadline) {
+           clock_monotonic() < deadline) {
         if (pthread_cond_timedwait(&engine->wake, &engine->lock, &ts) ==
             ETIMEDOUT)
             break;
@@ -150,7 +143,7 @@ static int build(struct engine *engine)
     uint64_t target = engine->target_bytes;
     uint64_t payload = (uint64_t)c->payload_kb * 1024;
     double ramp_bytes = c->ramp_mb_per_sec * (double)MIB;
-    double start = now_seconds(), next_log = start + c->log_interval_sec;
+    double start = clock_monotonic(), next_log = start + c->log_interval_sec;
     uint64_t rss = memlimit_rss_bytes(), grown_since_check = 0;
     uint64_t predicted = rss;
     bool small_pages = false;
@@ -179,7 +172,7 @@ static int build(struct engine *engine)
         if (ramp_bytes > 0) {
             double due =
                 start + (double)(engine->tree.payload_bytes + len) / ramp_bytes;
-            if (due > now_seconds() && wait_until(engine, due))
+            if (due > clock_monotonic() && wait_until(engine, due))
                 return 1;
         }
         if (tree_grow(&engine->tree, len) != 0) {
@@ -195,7 +188,7 @@ static int build(struct engine *engine)
         predicted += len;
         grown_since_check += len;
 
-        if (now_seconds() >= next_log) {
+        if (clock_monotonic() >= next_log) {
             next_log += c->log_interval_sec;
             test_log(engine, "BUILD_TREE_PROGRESS",
                      "Built %zu nodes, %.1f of %.1f MiB resident",
@@ -210,7 +203,8 @@ static int build(struct engine *engine)
              "Built tree with %zu nodes, height %zu, %.1f MiB of payload in "
              "%.2f s",
              engine->tree.nodes, tree_height(&engine->tree),
-             (double)engine->tree.payload_bytes / MIB, now_seconds() - start);
+             (double)engine->tree.payload_bytes / MIB,
+             clock_monotonic() - start);
     return 0;
 }
 
@@ -249,7 +243,7 @@ static void search_batch(struct engine *engine, uint64_t *rng, uint64_t *sink)
 static int search(struct engine *engine)
 {
     const struct stress_config *c = &engine->config;
-    double start = now_seconds();
+    double start = clock_monotonic();
     double deadline = start + (double)c->duration_seconds;
     double busy = SEARCH_PERIOD_SECONDS * (double)c->cpu_percent / 100.0;
     double next_log = start + c->log_interval_sec;
@@ -262,7 +256,7 @@ static int search(struct engine *engine)
              engine->tree.nodes, (long long)c->duration_seconds,
              (long long)c->cpu_percent);
     for (;;) {
-        double period_start = now_seconds(), now = period_start;
+        double period_start = clock_monotonic(), now = period_start;
 
         if (now >= deadline)
             break;
@@ -270,7 +264,7 @@ static int search(struct engine *engine)
             if (atomic_load(&engine->stop_requested))
                 return 1;
             search_batch(engine, &rng, &sink);
-            now = now_seconds();
+            now = clock_monotonic();
         } while (now - period_start < busy && now < deadline &&
                  engine->tree.nodes > 0);
 
