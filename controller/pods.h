@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define PODS_WORKER_ACCOUNT "memstress-worker"
-/* The ClusterRole from manifests/rbac.yaml that worker pods are bound to. */
+/* The ClusterRole from manifests/10-rbac.yaml that worker pods are bound to. */
 #define PODS_WORKER_ROLE      "memstress-worker"
 #define PODS_LABEL_TEST       "memstress.dev/test"
 #define PODS_LABEL_INDEX      "memstress.dev/worker-index"

@@ -242,6 +242,11 @@ static struct json_object *conditions_for(const struct status_plan *plan,
     } else if (str_is(phase, "Stopped")) {
         add_condition(list, old, "Succeeded", "False", "Stopped",
                       "Stopped on request (spec.stop)", now, generation);
+    } else if (str_is(phase, "Pending")) {
+        add_condition(list, old, "Succeeded", "Unknown", "Pending",
+                      "Waiting for the worker pods to start; their events "
+                      "say why when they cannot be scheduled",
+                      now, generation);
     } else {
         add_condition(list, old, "Succeeded", "Unknown", "Running",
                       "The test is running", now, generation);
@@ -252,6 +257,9 @@ static struct json_object *conditions_for(const struct status_plan *plan,
     if (c->holding == plan->workers)
         add_condition(list, old, "WorkersReady", "True", "TargetReached",
                       message, now, generation);
+    else if (str_is(phase, "Stopped"))
+        add_condition(list, old, "WorkersReady", "False", "Stopped", message,
+                      now, generation);
     else
         add_condition(list, old, "WorkersReady", "False",
                       plan->lost   ? "WorkerLost"

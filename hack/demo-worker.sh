@@ -53,7 +53,8 @@ curl -s -X POST "$url/clear" | jq .
 cat <<EOT
 
 Next:
-  make test     run every suite (unit, API, real cgroup, sanitizers)
+  make test     run every suite: unit, worker API, real cgroup, Kubernetes
+                client, local cluster, operator, end to end, image, sanitizers
   make bench    time to 1 GiB against stress-ng, idle RSS, /status latency
   bin/memstress-worker --help
 EOT

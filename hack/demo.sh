@@ -30,7 +30,9 @@ k -n "$namespace" apply -f manifests/samples/fixed-target.yaml
 
 echo
 echo "==> kubectl get mst -n $namespace (until both workers hold 256Mi)"
-k -n "$namespace" get mst "$test_name" | head -n 1
+row_format='%-14s %-10s %-8s %-8s %-8s %s\n'
+# shellcheck disable=SC2059 # the format is the constant above
+printf "$row_format" NAME PHASE TARGET MEMORY WORKERS AGE
 deadline=$((SECONDS + 180))
 last=""
 while ((SECONDS < deadline)); do
@@ -38,7 +40,8 @@ while ((SECONDS < deadline)); do
     # Print a row when something other than the age changed.
     key=$(awk '{ $NF = ""; $1 = $1; print }' <<<"$row")
     if [[ $key != "$last" ]]; then
-        echo "$row"
+        # shellcheck disable=SC2059,SC2086 # constant format; fields split on purpose
+        printf "$row_format" $row
         last=$key
     fi
     phase=$(k -n "$namespace" get mst "$test_name" -o jsonpath='{.status.phase}')

@@ -203,6 +203,7 @@ static enum MHD_Result handle_stop(struct api *api, struct MHD_Connection *conn,
 
 static struct json_object *status_to_json(const struct engine_status *s)
 {
+    char elapsed[32];
     struct json_object *obj = json_object_new_object();
     struct json_object *tests = json_object_new_object();
 
@@ -226,8 +227,10 @@ static struct json_object *status_to_json(const struct engine_status *s)
                            json_object_new_uint64(s->searches));
     json_object_object_add(obj, "search_hits",
                            json_object_new_uint64(s->search_hits));
-    json_object_object_add(obj, "elapsed_seconds",
-                           json_object_new_double(s->elapsed_seconds));
+    snprintf(elapsed, sizeof(elapsed), "%.3f", s->elapsed_seconds);
+    json_object_object_add(
+        obj, "elapsed_seconds",
+        json_object_new_double_s(s->elapsed_seconds, elapsed));
     json_object_object_add(obj, "config",
                            s->has_config ? config_to_json(&s->config) : NULL);
     if (s->error[0])

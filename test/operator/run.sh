@@ -58,7 +58,7 @@ apply_test() {
 
 # --- the schema -----------------------------------------------------------------
 
-k apply -f crds/ -f manifests/namespace.yaml -f manifests/rbac.yaml >/dev/null
+k apply -f crds/ -f manifests/00-namespace.yaml -f manifests/10-rbac.yaml >/dev/null
 # The controllers of this suite are started by hand; the installed one would
 # race them for the Lease and the tests.
 k -n memstress-system scale deployment memstress-controller --replicas=0 \
@@ -82,6 +82,16 @@ rejects() {
         k -n "$ns" create --dry-run=server -f - 2>&1)
     check_match "rejects $name" "$message" "$out"
 }
+accepts() {
+    local name=$1 spec=$2 out
+    out=$(printf 'apiVersion: memstress.dev/v1alpha1\nkind: MemoryStressTest\nmetadata:\n  name: good\nspec:\n%s\n' "$spec" |
+        k -n "$ns" create --dry-run=server -f - 2>&1)
+    check_match "accepts $name" "created \\(server dry run\\)" "$out"
+}
+accepts "memory as a plain byte count" "  memory: 268435456"
+accepts "payloadSize as a plain byte count" "  memory: 64Mi
+  payloadSize: 4096"
+accepts "memory as a decimal quantity" "  memory: 0.5Gi"
 rejects "no target" "  workers: 1" "exactly one of memory and memoryPercent"
 rejects "both targets" "  memory: 64Mi
   memoryPercent: 10" "exactly one of memory and memoryPercent"
