@@ -183,7 +183,12 @@ int leader_acquire(struct leader *l, const atomic_bool *stop)
     KLOG_INFO(2, "Waiting to acquire Lease", "lease", l->path, "identity",
               l->identity, NULL);
     while (!atomic_load(stop)) {
-        if (leader_try(l) == 1) {
+        int ret = leader_try(l);
+
+        if (ret < 0)
+            KLOG_ERROR("Failed to get or update Lease", strerror(-ret), "lease",
+                       l->path, NULL);
+        if (ret == 1) {
             l->last_renew = clock_monotonic();
             atomic_store(&l->is_leader, true);
             KLOG_INFO(0, "Acquired Lease", "lease", l->path, "identity",

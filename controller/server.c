@@ -199,7 +199,9 @@ static int open_listener(const char *address)
     int fd, one = 1;
 
     if (!colon || (size_t)(colon - address) >= sizeof(host) ||
-        strlen(colon + 1) >= sizeof(port))
+        strlen(colon + 1) >= sizeof(port) ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+        colon[1] == '\0' || strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)
         return -EINVAL;
     snprintf(host, sizeof(host), "%.*s", (int)(colon - address), address);
     snprintf(port, sizeof(port), "%s", colon + 1);
@@ -230,8 +232,11 @@ int server_start(struct server *s, const char *listen,
     s->leader = leader;
     s->fd = open_listener(listen);
     if (s->fd < 0) {
-        KLOG_ERROR("Failed to listen", strerror(-s->fd), "listen", listen,
-                   NULL);
+        KLOG_ERROR("Failed to listen",
+                   s->fd == -EINVAL ? "expected ADDR:PORT with a numeric "
+                                      "address and a port from 0 to 65535"
+                                    : strerror(-s->fd),
+                   "listen", listen, NULL);
         return s->fd;
     }
     s->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,

@@ -188,6 +188,15 @@ int config_parse(const char *body, size_t len, struct stress_config *config,
     if (len > INT32_MAX)
         return set_error(err, "", "request body is too large");
 
+    if (memchr(body, '\0', len))
+        return set_error(
+            err, "", "malformed JSON at byte %zu: NUL byte",
+            (size_t)((const char *)memchr(body, '\0', len) - body));
+    if (memmem(body, len, "\\u0000", 6))
+        return set_error(err, "",
+                         "malformed JSON: \\u0000 (NUL) is not allowed in "
+                         "names or values");
+
     long quote = find_single_quote(body, len);
     if (quote >= 0)
         return set_error(err, "",
@@ -200,11 +209,20 @@ int config_parse(const char *body, size_t len, struct stress_config *config,
         return set_error(err, "", "out of memory");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     root = json_tokener_parse_ex(tok, body, (int)len);
+    /* A bare number needs to see the end of input to finish. */
+    if (!root && json_tokener_get_error(tok) == json_tokener_continue) {
+        root = json_tokener_parse_ex(tok, "", 1);
+        if (!root && json_tokener_get_error(tok) != json_tokener_success) {
+            ret = set_error(err, "", "malformed JSON: unexpected end of body");
+            goto out_free_tok;
+        }
+    }
     if (!root) {
         enum json_tokener_error jerr = json_tokener_get_error(tok);
 
-        if (jerr == json_tokener_continue)
-            ret = set_error(err, "", "malformed JSON: unexpected end of body");
+        if (jerr == json_tokener_success)
+            ret = set_error(err, "",
+                            "request body must be a JSON object, got null");
         else
             ret = set_error(err, "", "malformed JSON at byte %zu: %s",
                             json_tokener_get_parse_end(tok),

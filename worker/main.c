@@ -14,6 +14,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,14 @@ static int parse_options(int argc, char **argv, struct options *o)
     return -1;
 }
 
+/* Returns true for a decimal port number from 0 to 65535. */
+static bool valid_port(const char *text)
+{
+    size_t len = strspn(text, "0123456789");
+
+    return len > 0 && len <= 5 && text[len] == '\0' && atoi(text) <= 65535;
+}
+
 /* Splits "ADDR:PORT", "[V6]:PORT" or ":PORT" into host and port. */
 static int split_listen(const char *listen, char *host, size_t host_size,
                         char *port, size_t port_size)
@@ -227,7 +236,8 @@ static int split_listen(const char *listen, char *host, size_t host_size,
         listen++;
         host_len -= 2;
     }
-    if (host_len >= host_size || strlen(colon + 1) >= port_size)
+    if (host_len >= host_size || strlen(colon + 1) >= port_size ||
+        !valid_port(colon + 1))
         return -EINVAL;
     memcpy(host, listen, host_len);
     host[host_len] = '\0';
@@ -245,8 +255,10 @@ static int open_listener(const char *listen_addr)
     int fd = -1, one = 1, ret;
 
     if (split_listen(listen_addr, host, sizeof(host), port, sizeof(port)) < 0) {
-        KLOG_ERROR("Invalid listen address", "expected ADDR:PORT", "listen",
-                   listen_addr, NULL);
+        KLOG_ERROR("Invalid listen address",
+                   "expected ADDR:PORT with a numeric address and a port "
+                   "from 0 to 65535, such as 127.0.0.1:8080",
+                   "listen", listen_addr, NULL);
         return -1;
     }
     hints.ai_family = AF_UNSPEC;
@@ -358,6 +370,10 @@ int main(int argc, char **argv)
                    engine_options.meminfo, NULL);
         return 1;
     }
+
+    if (access(o.cgroup_root, F_OK) != 0)
+        KLOG_ERROR("Cgroup root not found; limits fall back to host memory",
+                   strerror(errno), "cgroupRoot", o.cgroup_root, NULL);
 
     fd = open_listener(o.listen);
     if (fd < 0) {

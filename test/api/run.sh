@@ -95,6 +95,9 @@ check_match "bad log format is named" 'invalid --log-format "xml"' "$out"
 out=$(timeout 5 "$worker" --listen nonsense 2>&1)
 check_eq "bad listen address exits 1" 1 "$?"
 check_match "bad listen address is named" 'Invalid listen address.*nonsense' "$out"
+out=$(timeout 5 "$worker" --listen 127.0.0.1:70000 2>&1)
+check_eq "port above 65535 exits 1" 1 "$?"
+check_match "port above 65535 is named" 'port from 0 to 65535.*70000' "$out"
 
 # --- idle worker and every endpoint -----------------------------------------
 

@@ -63,6 +63,17 @@ static void defaults_apply(void **state)
     assert_false(c.allow_oom);
 }
 
+static void nul_byte_is_rejected(void **state)
+{
+    static const char body[] = "{\"memory_mb\": 20}\0garbage";
+    struct stress_config c;
+    struct config_error err;
+
+    (void)state;
+    assert_int_equal(config_parse(body, sizeof(body) - 1, &c, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "NUL byte"));
+}
+
 static void trailing_whitespace_is_accepted(void **state)
 {
     struct stress_config c;
@@ -87,6 +98,10 @@ static void bad_requests_name_the_field(void **state)
         {"not json", "", "malformed JSON"},
         {"{\"memory_mb\": 100} trailing", "", "malformed JSON at byte 19"},
         {"[1, 2]", "", "must be a JSON object"},
+        {"42", "", "must be a JSON object, got int"},
+        {"null", "", "must be a JSON object, got null"},
+        {"tru", "", "unexpected end of body"},
+        {"{\"memory_mb\\u0000\": 20}", "", "NUL"},
         {"{\"memory_mb\": \"100\"}", "memory_mb", "must be an integer"},
         {"{\"memory_mb\": 100.5}", "memory_mb", "must be an integer"},
         {"{\"memory_mb\": 9}", "memory_mb", "between 10 and"},
@@ -221,6 +236,7 @@ int main(void)
         cmocka_unit_test(full_request_is_parsed),
         cmocka_unit_test(defaults_apply),
         cmocka_unit_test(trailing_whitespace_is_accepted),
+        cmocka_unit_test(nul_byte_is_rejected),
         cmocka_unit_test(bad_requests_name_the_field),
         cmocka_unit_test(percent_uses_cgroup_limit),
         cmocka_unit_test(target_above_limit_is_rejected),
