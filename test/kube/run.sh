@@ -62,10 +62,16 @@ if [[ ! -x "$lite" ]]; then
     make --no-print-directory VARIANT="$variant" "$lite" >/dev/null ||
         { fail "kubectl-lite builds" "make $lite failed"; finish; exit; }
 fi
+# Ports are picked at random, so a start can lose a race for one; a second
+# try with new ports tells that apart from a real failure.
 if ! start_control_plane; then
-    fail "control plane starts" "$(tail -n 5 "$work/up.log")"
-    finish
-    exit
+    log "first start failed; retrying with new ports: $(tail -n 3 "$work/up.log")"
+    "$work/hack/local-down.sh" >>"$work/down.log" 2>&1
+    if ! start_control_plane; then
+        fail "control plane starts" "$(tail -n 5 "$work/up.log")"
+        finish
+        exit
+    fi
 fi
 pass "control plane starts"
 kubeconfig=$work/.local/kubeconfig
