@@ -57,6 +57,16 @@ check_range() {
     fi
 }
 
+# free_ports N: prints N distinct free loopback TCP ports, one a line.  All
+# N sockets are bound at once, so the kernel cannot offer one port twice.
+free_ports() {
+    python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
 # Picks a free loopback TCP port by letting the kernel choose one.
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||

@@ -47,11 +47,13 @@ log() {
 start_control_plane() {
     mkdir -p "$work/hack"
     cp hack/local-up.sh hack/local-down.sh hack/build-kube.sh "$work/hack/"
-    export MEMSTRESS_ETCD_CLIENT_PORT=$(free_port)
-    export MEMSTRESS_ETCD_PEER_PORT=$(free_port)
-    export MEMSTRESS_APISERVER_PORT=$(free_port)
-    export MEMSTRESS_CONTROLLER_MANAGER_PORT=$(free_port)
-    export MEMSTRESS_SCHEDULER_PORT=$(free_port)
+    local ports
+    mapfile -t ports < <(free_ports 5)
+    export MEMSTRESS_ETCD_CLIENT_PORT=${ports[0]}
+    export MEMSTRESS_ETCD_PEER_PORT=${ports[1]}
+    export MEMSTRESS_APISERVER_PORT=${ports[2]}
+    export MEMSTRESS_CONTROLLER_MANAGER_PORT=${ports[3]}
+    export MEMSTRESS_SCHEDULER_PORT=${ports[4]}
     # A control plane only: no node agent and no operator in this copy.
     export MEMSTRESS_NODE_AGENT=0
     log "starting a private control plane in $work"
