@@ -46,7 +46,7 @@ void leader_release(struct leader *l);
 
 /*
  * Tries once to acquire or renew the Lease.  Returns 1 when this process
- * holds it, 0 when another does, or a negative errno on API errors.
+ * owns it, 0 when another does, or a negative errno on API errors.
  */
 int leader_try(struct leader *l);
 

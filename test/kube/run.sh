@@ -65,7 +65,7 @@ if [[ ! -x "$lite" ]]; then
         { fail "kubectl-lite builds" "make $lite failed"; finish; exit; }
 fi
 # Ports are picked at random, so a start can lose a race for one; a second
-# try with new ports tells that apart from a real failure.
+# try with new ports separates that from a real failure.
 if ! start_control_plane; then
     log "first start failed; retrying with new ports: $(tail -n 3 "$work/up.log")"
     "$work/hack/local-down.sh" >>"$work/down.log" 2>&1
